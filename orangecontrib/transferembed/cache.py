@@ -1,0 +1,198 @@
+"""A bounded, least-recently-used embedding cache in SQLite (never pickle).
+
+Keys hash the model (backbone, weights identity, preprocessing) together with
+a hash of the image's content, so a renamed or touched file still hits and a
+changed file misses. Values are raw float32 bytes. The database runs in WAL
+mode with a busy timeout, so several processes can read and write it at once.
+A damaged database is moved aside and rebuilt; an error in the middle of a
+run turns the cache off for that run instead of failing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR_ENV = "TRANSFEREMBED_CACHE_DIR"
+CACHE_SIZE_ENV = "TRANSFEREMBED_CACHE_MAX_MB"
+DEFAULT_MAX_MB = 2048
+DB_NAME = "embeddings-v1.sqlite3"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    key TEXT PRIMARY KEY,
+    vector BLOB NOT NULL,
+    used REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings(used);
+"""
+
+
+def default_cache_dir() -> Path:
+    """``$TRANSFEREMBED_CACHE_DIR``, else the platform's user cache folder."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("transferembed", appauthor=False))
+
+
+class EmbeddingCache:
+    """Embeddings by key, in one SQLite file, at most ``max_bytes`` large."""
+
+    def __init__(self, folder: str | os.PathLike | None = None, max_bytes: int | None = None):
+        self.folder = Path(folder) if folder is not None else default_cache_dir()
+        self.path = self.folder / DB_NAME
+        if max_bytes is None:
+            max_bytes = int(float(os.environ.get(CACHE_SIZE_ENV, DEFAULT_MAX_MB)) * 2**20)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._touched: list[str] = []
+        self._conn: sqlite3.Connection | None = None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            log.warning("embedding cache %s is damaged (%s); rebuilding it", self.path, exc)
+            self._discard_file()
+            self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
+                               isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("SELECT count(*) FROM embeddings WHERE rowid < 2").fetchone()
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
+
+    def _discard_file(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            path = Path(str(self.path) + suffix)
+            if path.exists():
+                os.replace(path, f"{path}.damaged")
+
+    @property
+    def enabled(self) -> bool:
+        return self._conn is not None
+
+    def _disable(self, exc: Exception) -> None:
+        log.warning("embedding cache %s turned off for this run: %s", self.path, exc)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    @staticmethod
+    def key(model_key: str, content_hash: str) -> str:
+        """The cache key of one image under one model."""
+        return hashlib.sha256(f"{model_key}\0{content_hash}".encode()).hexdigest()
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The cached embedding, or None (thread-safe)."""
+        with self._lock:
+            if self._conn is None:
+                return None
+            try:
+                row = self._conn.execute(
+                    "SELECT vector FROM embeddings WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:
+                self._disable(exc)
+                return None
+            if row is None or len(row[0]) % 4:
+                return None
+            self._touched.append(key)
+        return np.frombuffer(row[0], dtype=np.float32)
+
+    def put_many(self, vectors: dict[str, np.ndarray]) -> None:
+        """Store embeddings (one transaction), then evict the least recently used."""
+        now = time.time()
+        rows = [(key, np.asarray(vec, np.float32).tobytes(), now)
+                for key, vec in vectors.items() if key is not None]
+        with self._lock:
+            if self._conn is None:
+                return
+            touched, self._touched = self._touched, []
+            try:
+                with _transaction(self._conn):
+                    self._conn.executemany(
+                        "INSERT OR REPLACE INTO embeddings(key, vector, used) VALUES (?, ?, ?)",
+                        rows)
+                    self._conn.executemany("UPDATE embeddings SET used = ? WHERE key = ?",
+                                           [(now, key) for key in touched])
+                self._evict()
+            except sqlite3.Error as exc:
+                self._disable(exc)
+
+    def flush(self) -> None:
+        """Record the use of the entries read since the last write."""
+        self.put_many({})
+
+    def _used_bytes(self) -> int:
+        page_size, = self._conn.execute("PRAGMA page_size").fetchone()
+        pages, = self._conn.execute("PRAGMA page_count").fetchone()
+        free, = self._conn.execute("PRAGMA freelist_count").fetchone()
+        return (pages - free) * page_size
+
+    def _evict(self) -> None:
+        while self._used_bytes() > self.max_bytes:
+            count, = self._conn.execute("SELECT count(*) FROM embeddings").fetchone()
+            if not count:
+                return
+            with _transaction(self._conn):
+                self._conn.execute(
+                    "DELETE FROM embeddings WHERE key IN (SELECT key FROM embeddings "
+                    "ORDER BY used LIMIT ?)", (max(1, count // 10),))
+
+    def __len__(self) -> int:
+        with self._lock:
+            if self._conn is None:
+                return 0
+            return self._conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+
+    def close(self) -> None:
+        self.flush()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on error."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def open_cache(cache: bool | str | os.PathLike | None = True) -> EmbeddingCache | None:
+    """The cache for a run: True for the default folder, a folder, or off.
+
+    A cache that cannot be opened at all is logged and left off.
+    """
+    if cache is None or cache is False:
+        return None
+    folder = None if cache is True else cache
+    try:
+        return EmbeddingCache(folder)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("embedding cache unavailable, running without it: %s", exc)
+        return None

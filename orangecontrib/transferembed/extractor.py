@@ -1,0 +1,106 @@
+"""Building a backbone as a feature extractor; the only module that imports TensorFlow.
+
+TensorFlow and Keras are imported inside :func:`get_extractor`, on first use,
+so that importing the package (and Orange discovering the widget) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from .backbones import Backbone
+from .errors import WeightsUnavailableError
+from .weights import RANDOM_SEED
+
+_CACHE_SIZE = 2
+_extractors: OrderedDict[tuple, Extractor] = OrderedDict()
+_lock = threading.Lock()
+
+
+class Extractor:
+    """A backbone cut at its feature layer, with a compiled inference step.
+
+    Calling it maps a float32 batch ``(B, H, W, 3)`` of RGB pixels in 0..255
+    to float32 features ``(B, K)``; the backbone's own ``preprocess_input``
+    runs inside the compiled step.
+    """
+
+    def __init__(self, backbone: Backbone, weights_path: str | None, alpha: float,
+                 input_size: int | None):
+        import keras
+        import tensorflow as tf
+
+        self.backbone = backbone
+        self.input_size = input_size
+        model = _build(keras, backbone, alpha, input_size, weights_path)
+        self.feature_size = int(model.output_shape[-1])
+        preprocess = importlib.import_module(
+            f"keras.applications.{backbone.module}").preprocess_input
+        shape = (None, input_size, input_size, 3) if input_size else (None, None, None, 3)
+
+        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)],
+                     reduce_retracing=True)
+        def step(batch):
+            return model(preprocess(batch), training=False)
+
+        self.model = model
+        self._step = step
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._step(batch).numpy().astype(np.float32, copy=False)
+
+
+def _build(keras, backbone: Backbone, alpha: float, input_size: int | None,
+           weights_path: str | None):
+    constructor = getattr(keras.applications, backbone.constructor)
+    kwargs = {"weights": None}
+    if backbone.has_alpha:
+        kwargs["alpha"] = alpha
+    state = (random.getstate(), np.random.get_state())
+    keras.utils.set_random_seed(RANDOM_SEED)  # reproducible random weights
+    try:
+        if backbone.pooled:
+            side = input_size
+            model = constructor(include_top=False, pooling="avg",
+                                input_shape=(side, side, 3), **kwargs)
+            full = model
+        else:
+            full = constructor(include_top=True, **kwargs)
+            model = keras.Model(full.inputs, full.get_layer(backbone.feature_layer).output,
+                                name=f"{backbone.name}_{backbone.feature_layer}")
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+    if weights_path is not None:
+        try:
+            full.load_weights(weights_path)
+        except Exception as exc:  # Keras raises many types for a wrong file
+            raise WeightsUnavailableError(
+                f"Cannot load weights for {backbone.name} from {weights_path}: {exc}. "
+                f"The file must hold {backbone.name} weights "
+                f"({'with' if not backbone.pooled else 'without'} the classifier top, "
+                f"as Keras' {backbone.weights_filename(alpha)}).") from None
+    return model
+
+
+def get_extractor(backbone: Backbone, weights_path: str | None, weights_id: str,
+                  alpha: float, input_size: int | None) -> Extractor:
+    """A built extractor, reused across runs in this process (the last few)."""
+    key = (backbone.name, weights_id, float(alpha), input_size)
+    with _lock:
+        if key in _extractors:
+            _extractors.move_to_end(key)
+            return _extractors[key]
+    extractor = Extractor(backbone, weights_path, alpha, input_size)
+    with _lock:
+        _extractors[key] = extractor
+        while len(_extractors) > _CACHE_SIZE:
+            _extractors.popitem(last=False)
+    return extractor

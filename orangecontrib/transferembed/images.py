@@ -1,0 +1,154 @@
+"""Decoding and resizing images: pure functions on one image at a time.
+
+Every function either returns an RGB ``uint8`` array of shape ``(H, W, 3)``
+or raises :class:`~orangecontrib.transferembed.errors.ImageError` with a
+reason that a user can read.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+#: Resize policies: stretch to the square input (as the original tool did),
+#: or crop the largest centred box of the input's aspect ratio first.
+RESIZE_POLICIES = ("stretch", "crop")
+_RESAMPLE = Image.Resampling.BILINEAR  # antialiased when downscaling
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Image:
+    """Decode encoded image bytes into a loaded PIL image.
+
+    With ``target`` (width, height), JPEGs are decoded in draft mode straight
+    to the smallest DCT scale that is still at least that large.
+    """
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if target is not None and img.format == "JPEG":
+                img.draft("RGB", _draft_size(img, target))
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large, a possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image file (unknown format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"cannot decode image: {exc}") from None
+    return img
+
+
+def _draft_size(img: Image.Image, target: tuple[int, int]) -> tuple[int, int]:
+    # EXIF orientation may swap the axes after decoding; ask for the larger
+    # side in both so the draft never falls below the target.
+    side = max(target)
+    return side, side
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode (L, LA, P, RGBA, CMYK, I;16, I, F ...) to 8-bit RGB.
+
+    EXIF orientation is applied; transparency is composited on white.
+    """
+    try:
+        img = ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError, TypeError):  # broken EXIF: keep pixels as stored
+        pass
+    mode = img.mode
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_deep_to_uint8(np.asarray(img))).convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode != "RGB":
+        return img.convert("RGB")
+    return img
+
+
+def _deep_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """16-bit, 32-bit or float pixels to 0..255."""
+    pixels = pixels.astype(np.float64)
+    if pixels.size and pixels.max() > 255:
+        pixels = pixels / 257.0  # 16-bit range
+    elif pixels.size and pixels.max() <= 1.0 and pixels.dtype.kind == "f":
+        pixels = pixels * 255.0
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def resize(img: Image.Image, size: tuple[int, int], policy: str = "stretch") -> Image.Image:
+    """Resize to ``size`` (width, height) with an antialiased filter."""
+    if img.size == size:
+        return img
+    if policy == "crop":
+        return ImageOps.fit(img, size, method=_RESAMPLE)
+    if policy != "stretch":
+        raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got {policy!r}")
+    return img.resize(size, _RESAMPLE)
+
+
+def array_to_image(pixels: np.ndarray) -> Image.Image:
+    """An ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` array to RGB.
+
+    ``uint8`` is taken as is, floats in [0, 1] are scaled to 0..255, other
+    floats and integers are clipped to 0..255 (16-bit integers are scaled).
+    """
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)):
+        raise ImageError(f"cannot read an array of shape {pixels.shape} as an image")
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8:
+        pixels = _numeric_to_uint8(pixels)
+    img = Image.fromarray(np.ascontiguousarray(pixels))
+    return to_rgb(img)
+
+
+def _numeric_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    if pixels.dtype.kind not in "biuf":
+        raise ImageError(f"cannot read {pixels.dtype} pixels")
+    pixels = pixels.astype(np.float32)
+    if not np.all(np.isfinite(pixels)):
+        raise ImageError("pixels contain NaN or infinity")
+    if pixels.dtype.kind == "f" and pixels.size and pixels.min() >= 0 and pixels.max() <= 1:
+        pixels = pixels * 255.0
+    elif pixels.size and pixels.max() > 255:
+        pixels = pixels / 257.0
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def prepare(img: Image.Image, size: tuple[int, int] | None, policy: str = "stretch",
+            min_size: int = 1) -> np.ndarray:
+    """RGB, resized to ``size`` (or kept at its own size if None), as float32 HWC."""
+    rgb = to_rgb(img)
+    if size is None:
+        width, height = rgb.size
+        if min(width, height) < min_size:
+            raise ImageError(
+                f"image is {width}x{height}, smaller than the model's minimum "
+                f"{min_size}x{min_size} for embedding at the image's own size")
+    else:
+        rgb = resize(rgb, size, policy)
+    return np.asarray(rgb, dtype=np.float32)
+
+
+def decode_file_bytes(data: bytes, size: tuple[int, int] | None, policy: str = "stretch",
+                      min_size: int = 1) -> np.ndarray:
+    """Encoded bytes to a float32 ``(H, W, 3)`` array ready for preprocessing."""
+    return prepare(open_image(data, size), size, policy, min_size)
+
+
+def decode_array(pixels: np.ndarray, size: tuple[int, int] | None, policy: str = "stretch",
+                 min_size: int = 1) -> np.ndarray:
+    """A pixel array (one npy row, already shaped) to a float32 ``(H, W, 3)`` array."""
+    return prepare(array_to_image(pixels), size, policy, min_size)

@@ -1,0 +1,304 @@
+"""Inputs as one stream of items: image files or array rows, with labels.
+
+A source knows how many items it has, how to read item ``i`` (raising
+:class:`ImageError` for an item that cannot be read), how to turn what it read
+into pixels, and the label of each item. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import images
+from .errors import ImageError, SourceError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+_HEADER_WORDS = frozenset({"label", "labels", "class", "category", "target", "y", "path",
+                           "paths", "file", "filename", "file_name", "image", "images",
+                           "image_path", "img", "location"})
+
+
+class Source:
+    """A sequence of items to embed, each with an optional label."""
+
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        """The item as a user knows it: a path, or the row number."""
+        raise NotImplementedError
+
+    def read(self, index: int):
+        """The item's raw content (file bytes or a pixel array)."""
+        raise NotImplementedError
+
+    def decode(self, raw, size: tuple[int, int] | None, policy: str, min_size: int) -> np.ndarray:
+        """Raw content to a float32 ``(H, W, 3)`` array."""
+        raise NotImplementedError
+
+    @staticmethod
+    def content_hash(raw) -> str:
+        """A hash of the item's content, for the cache."""
+        raise NotImplementedError
+
+    def subset(self, indices: Sequence[int]) -> Source:
+        """A source of the items at ``indices``, in that order."""
+        raise NotImplementedError
+
+
+class FileSource(Source):
+    """Image files, by path; relative paths are taken from ``base``."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], labels=None,
+                 base: str | os.PathLike | None = None):
+        base_path = Path(base) if base is not None else None
+        self.paths = [str(_resolve(p, base_path)) for p in paths]
+        self.labels = _check_labels(labels, len(self.paths))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def describe(self, index: int) -> str:
+        return self.paths[index]
+
+    def read(self, index: int) -> bytes:
+        path = self.paths[index]
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ImageError("file not found") from None
+        except IsADirectoryError:
+            raise ImageError("is a folder, not an image file") from None
+        except OSError as exc:
+            raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+
+    def decode(self, raw, size, policy, min_size):
+        return images.decode_file_bytes(raw, size, policy, min_size)
+
+    @staticmethod
+    def content_hash(raw) -> str:
+        return hashlib.sha256(raw).hexdigest()
+
+    def subset(self, indices):
+        sub = FileSource.__new__(FileSource)
+        sub.paths = [self.paths[i] for i in indices]
+        sub.labels = None if self.labels is None else self.labels[np.asarray(indices, int)]
+        return sub
+
+
+class ArraySource(Source):
+    """Images held in an array: ``(N, H, W)``, ``(N, H, W, C)``, or flattened
+    ``(N, H*W*C)`` rows with ``shape=(H, W, C)`` given.
+
+    The array may be memory-mapped; rows are read one batch at a time.
+    """
+
+    def __init__(self, data: np.ndarray, labels=None, shape: tuple[int, int, int] | None = None):
+        data = np.asarray(data) if not isinstance(data, np.ndarray) else data
+        if data.dtype.kind not in "biuf":
+            raise SourceError(f"image data must be numeric, not {data.dtype}")
+        if data.ndim == 2:
+            if shape is None:
+                raise SourceError("flattened image rows need the image height, width and "
+                                  "channels (-he, -w, -c)")
+            height, width, channels = (int(v) for v in shape)
+            if min(height, width, channels) < 1:
+                raise SourceError(f"height, width and channels must be positive, got {shape}")
+            if channels not in (1, 3, 4):
+                raise SourceError(f"channels must be 1, 3 or 4, got {channels}")
+            if data.shape[1] != height * width * channels:
+                raise SourceError(
+                    f"each data row has {data.shape[1]} values, but height {height} x width "
+                    f"{width} x channels {channels} = {height * width * channels}; check -he, "
+                    f"-w and -c")
+            self.row_shape = (height, width, channels)
+        elif data.ndim == 3:
+            self.row_shape = data.shape[1:]
+        elif data.ndim == 4:
+            if data.shape[3] not in (1, 3, 4):
+                raise SourceError(f"images must have 1, 3 or 4 channels, got shape {data.shape}")
+            self.row_shape = data.shape[1:]
+        else:
+            raise SourceError(f"image data must be 2-, 3- or 4-dimensional, got shape "
+                              f"{data.shape}")
+        self.data = data
+        self.labels = _check_labels(labels, len(data))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def describe(self, index: int) -> str:
+        return f"row {index}"
+
+    def read(self, index: int) -> np.ndarray:
+        return np.asarray(self.data[index]).reshape(self.row_shape)
+
+    def decode(self, raw, size, policy, min_size):
+        return images.decode_array(raw, size, policy, min_size)
+
+    @staticmethod
+    def content_hash(raw) -> str:
+        digest = hashlib.sha256(f"{raw.dtype.str}{raw.shape}".encode())
+        digest.update(np.ascontiguousarray(raw).tobytes())
+        return digest.hexdigest()
+
+    def subset(self, indices):
+        sub = ArraySource.__new__(ArraySource)
+        idx = np.asarray(indices, int)
+        sub.data, sub.row_shape = self.data[idx], self.row_shape
+        sub.labels = None if self.labels is None else self.labels[idx]
+        return sub
+
+
+def _resolve(path, base: Path | None) -> Path:
+    path = Path(os.fspath(path)).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return path
+
+
+def _check_labels(labels, n: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    elif labels.ndim == 2:
+        raise SourceError(
+            f"labels have shape {labels.shape}: they look one-hot encoded. Give one label "
+            f"per image, shape ({labels.shape[0]},) or ({labels.shape[0]}, 1); for example "
+            f"np.argmax(labels, axis=1)")
+    elif labels.ndim != 1:
+        raise SourceError(f"labels must have shape (N,) or (N, 1), got {labels.shape}")
+    if len(labels) != n:
+        raise SourceError(f"there are {n} images but {len(labels)} labels; the counts must "
+                          f"agree")
+    return labels
+
+
+def load_npy(path: str | os.PathLike, what: str = "data") -> np.ndarray:
+    """Load a npy file memory-mapped, refusing pickled objects."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise SourceError(f"npy {what} file {path} does not exist") from None
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "object" in str(exc).lower():
+            raise SourceError(f"npy {what} file {path} holds Python objects; these are "
+                              f"refused because loading them could run code") from None
+        raise SourceError(f"cannot read npy {what} file {path}: {exc}") from None
+    except OSError as exc:
+        raise SourceError(f"cannot read npy {what} file {path}: {exc}") from None
+    if not isinstance(array, np.ndarray) or array.dtype.hasobject:
+        raise SourceError(f"npy {what} file {path} holds Python objects; refused")
+    return array
+
+
+def npy_source(data_path: str | os.PathLike, labels_path: str | os.PathLike | None,
+               height: int | None = None, width: int | None = None,
+               channels: int | None = None) -> ArraySource:
+    """The original tool's npy pair: flattened HWC rows and their labels."""
+    data = load_npy(data_path, "data")
+    labels = np.asarray(load_npy(labels_path, "labels")) if labels_path is not None else None
+    shape = None
+    if data.ndim == 2:
+        shape = (height, width, channels)
+        if None in shape:
+            raise SourceError("flattened npy rows need -he, -w and -c")
+    return ArraySource(data, labels, shape)
+
+
+def csv_source(path: str | os.PathLike) -> FileSource:
+    """A ``label,path`` CSV; paths are relative to the CSV's folder."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise SourceError(f"CSV file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"CSV file {path} is not UTF-8 text (byte {exc.object[exc.start]:#x} "
+                          f"at position {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise SourceError(f"cannot read CSV file {path}: {exc.strerror or exc}") from None
+    rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1)
+            if row and any(cell.strip() for cell in row)]
+    if rows and _is_header(rows[0][1]):
+        rows = rows[1:]
+    if not rows:
+        raise SourceError(f"CSV file {path} lists no images; expected rows of label,path")
+    labels, paths = [], []
+    for line, row in rows:
+        if len(row) < 2 or not row[1].strip():
+            raise SourceError(f"{path}, line {line}: expected label,path but got "
+                              f"{','.join(row)!r}")
+        labels.append(row[0].strip())
+        paths.append(row[1].strip())
+    return FileSource(paths, np.array(labels, dtype=str), base=path.parent)
+
+
+def _is_header(row: list[str]) -> bool:
+    return any(cell.strip().lower() in _HEADER_WORDS for cell in row[:2])
+
+
+def folder_source(root: str | os.PathLike) -> FileSource:
+    """Images in a folder with one subfolder per class (nested folders too).
+
+    The class is the first-level subfolder; images directly in ``root`` have
+    an empty label. Hidden files and folders are ignored.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SourceError(f"image folder {root} does not exist or is not a folder")
+    found: list[tuple[str, str]] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = Path(folder).relative_to(root)
+        label = rel.parts[0] if rel.parts else ""
+        for name in sorted(files):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append((label, os.path.join(folder, name)))
+    if not found:
+        raise SourceError(f"image folder {root} holds no images "
+                          f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    labels = np.array([label for label, _ in found], dtype=str)
+    has_classes = any(labels)
+    return FileSource([p for _, p in found], labels if has_classes else None)
+
+
+def as_source(source, labels=None, shape: tuple[int, int, int] | None = None) -> Source:
+    """Whatever the API was given, as a :class:`Source`.
+
+    A :class:`Source`; an array; a folder; a ``.csv`` file; a ``.npy`` file
+    (with ``labels`` a second ``.npy``); or a list of image paths.
+    """
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, np.ndarray):
+        return ArraySource(source, labels, shape)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            return folder_source(path)
+        if path.suffix.lower() == ".npy":
+            if labels is None or isinstance(labels, (str, os.PathLike)):
+                return npy_source(path, labels, *(shape or (None, None, None)))
+            data = load_npy(path)
+            return ArraySource(data, labels, shape)
+        if path.suffix.lower() in (".csv", ".txt", ".tsv"):
+            return csv_source(path)
+        raise SourceError(f"{path} is not a folder, a .csv or a .npy file")
+    if isinstance(source, Sequence):
+        return FileSource(list(source), labels)
+    raise SourceError(f"cannot embed a {type(source).__name__}; give a folder, a CSV, a npy "
+                      f"file, an array or a list of image paths")

@@ -1,0 +1,64 @@
+"""Shared fixtures.
+
+Tests that need the real data read it from ``$TRANSFEREMBED_TEST_DATA`` (the
+``shared/data`` folder beside the checkout, set by ``.ci/run``) and are
+skipped only when it is unset, as on a user's fresh clone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+DATA_ENV = "TRANSFEREMBED_TEST_DATA"
+MOBILENET_025 = "mobilenet_2_5_224_tf_no_top.h5"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own embedding cache folder, never the user's."""
+    monkeypatch.setenv("TRANSFEREMBED_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``shared/data``; the test is skipped when ``$TRANSFEREMBED_TEST_DATA`` is unset."""
+    value = os.environ.get(DATA_ENV)
+    if not value:
+        pytest.skip(f"${DATA_ENV} is not set")
+    path = Path(value)
+    assert path.is_dir(), f"${DATA_ENV}={value} is not a folder"
+    return path
+
+
+@pytest.fixture
+def empty_keras_home(tmp_path, monkeypatch) -> Path:
+    """A ``$KERAS_HOME`` with no weights in it."""
+    home = tmp_path / "keras_home"
+    (home / "models").mkdir(parents=True)
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def mobilenet_keras_home(shared_data, empty_keras_home) -> Path:
+    """A ``$KERAS_HOME`` holding the real MobileNet 0.25 ImageNet weights,
+    so that ``weights="imagenet"`` loads them with no network."""
+    shutil.copy(shared_data / "weights" / MOBILENET_025, empty_keras_home / "models")
+    return empty_keras_home
+
+
+@pytest.fixture(scope="session")
+def hymenoptera(shared_data) -> Path:
+    return shared_data / "images" / "hymenoptera"
+
+
+@pytest.fixture(scope="session")
+def seed_toy(shared_data) -> Path:
+    return shared_data / "data" / "seed-toy" if (shared_data / "data").is_dir() \
+        else shared_data / "seed-toy"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UnknownBackboneError
+from .errors import SettingsError, UnknownBackboneError
 
 #: Global average pooling, built with ``include_top=False, pooling="avg"``.
 GLOBAL_AVG_POOL = "avg_pool"
@@ -97,10 +97,10 @@ def _v2_alpha_text(alpha: float) -> str:
 
 
 def check_alpha(backbone: Backbone, alpha: float) -> None:
-    """Raise ``ValueError`` if ``alpha`` is not a valid width for ``backbone``."""
+    """Raise ``SettingsError`` if ``alpha`` is not a valid width for ``backbone``."""
     valid = backbone.alphas()
     if float(alpha) not in valid:
-        raise ValueError(
+        raise SettingsError(
             f"{backbone.name} takes alpha in {', '.join(f'{a:g}' for a in valid)}; "
             f"got {alpha:g}")
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .backbones import Backbone, get_backbone
 from .cache import EmbeddingCache, open_cache
-from .errors import EmbeddingCancelled, ImageError
+from .errors import EmbeddingCancelled, ImageError, SettingsError
 from .images import RESIZE_POLICIES
 from .sources import Source
 from .weights import ByteProgress, normalize_weights, resolve_weights, weights_identity
@@ -53,22 +53,22 @@ class EmbedConfig:
         object.__setattr__(self, "alpha", float(self.alpha))
         backbone.features(self.alpha)  # validates alpha
         if self.resize not in RESIZE_POLICIES:
-            raise ValueError(f"resize must be one of {', '.join(RESIZE_POLICIES)}, "
+            raise SettingsError(f"resize must be one of {', '.join(RESIZE_POLICIES)}, "
                              f"got {self.resize!r}")
         if int(self.batch_size) < 1:
-            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+            raise SettingsError(f"batch size must be at least 1, got {self.batch_size}")
         object.__setattr__(self, "batch_size", int(self.batch_size))
         if self.input_size not in (None, NATIVE):
             size = int(self.input_size)
             if backbone.fixed_input and size != backbone.input_size:
-                raise ValueError(f"{backbone.name} takes only {backbone.input_size}x"
+                raise SettingsError(f"{backbone.name} takes only {backbone.input_size}x"
                                  f"{backbone.input_size} input")
             if size < backbone.min_input_size:
-                raise ValueError(f"{backbone.name} needs an input size of at least "
+                raise SettingsError(f"{backbone.name} needs an input size of at least "
                                  f"{backbone.min_input_size}, got {size}")
             object.__setattr__(self, "input_size", size)
         elif self.input_size == NATIVE and not backbone.pooled:
-            raise ValueError(f"{backbone.name} ({backbone.feature_description}) needs a fixed "
+            raise SettingsError(f"{backbone.name} ({backbone.feature_description}) needs a fixed "
                              f"{backbone.input_size}x{backbone.input_size} input; embedding "
                              f"at the image's own size works only for pooled backbones")
 

@@ -13,6 +13,10 @@ class UnknownBackboneError(TransferEmbedError, ValueError):
     """A model name that is not in the registry."""
 
 
+class SettingsError(TransferEmbedError, ValueError):
+    """A setting out of range: batch size, input size, alpha, resize policy."""
+
+
 class SourceError(TransferEmbedError):
     """An input (npy pair, CSV, folder, table) that cannot be used at all."""
 

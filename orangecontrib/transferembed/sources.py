@@ -243,8 +243,29 @@ def csv_source(path: str | os.PathLike) -> FileSource:
             raise SourceError(f"{path}, line {line}: expected label,path but got "
                               f"{','.join(row)!r}")
         labels.append(row[0].strip())
-        paths.append(row[1].strip())
-    return FileSource(paths, np.array(labels, dtype=str), base=path.parent)
+        paths.append(locate(row[1].strip(), path.parent))
+    return FileSource(paths, np.array(labels, dtype=str))
+
+
+def locate(path: str, base: Path) -> Path:
+    """Find a CSV's relative path: from the CSV's folder first.
+
+    CSVs written for the original tool hold paths relative to the folder it
+    was run from, so the current folder is tried next, and then the path
+    without its leading ``../`` parts, from the CSV's folder. The first that
+    exists wins; if none does, the path from the CSV's folder is kept (and
+    reported missing).
+    """
+    given = Path(path).expanduser()
+    if given.is_absolute():
+        return given
+    candidates = [base / given, Path.cwd() / given]
+    parts = given.parts
+    while parts and parts[0] == "..":
+        parts = parts[1:]
+    if parts and len(parts) < len(given.parts):
+        candidates.append(base.joinpath(*parts))
+    return next((c for c in candidates if c.exists()), candidates[0])
 
 
 def _is_header(row: list[str]) -> bool:

@@ -60,5 +60,4 @@ def hymenoptera(shared_data) -> Path:
 
 @pytest.fixture(scope="session")
 def seed_toy(shared_data) -> Path:
-    return shared_data / "data" / "seed-toy" if (shared_data / "data").is_dir() \
-        else shared_data / "seed-toy"
+    return shared_data / "seed-toy"

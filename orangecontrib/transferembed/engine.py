@@ -179,7 +179,8 @@ def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
     out = np.empty((total, config.feature_size), np.float32)
     embedded = np.zeros(total, bool)
     skipped: list[Skipped] = []
-    if cache is None and config.cache:
+    owns_cache = cache is None and bool(config.cache)
+    if owns_cache:
         cache = open_cache(config.cache)
     model_key = config.model_key() if cache is not None else None
     side = config.side
@@ -258,7 +259,9 @@ def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
             check_cancel()
             infer(batch)
         finally:
-            if cache is not None:
+            if owns_cache and cache is not None:
+                cache.close()
+            elif cache is not None:
                 cache.flush()
             for future in pending:
                 future.cancel()

@@ -6,6 +6,7 @@ import os
 
 from . import engine
 from .engine import EmbedConfig, EmbeddingResult, IsCancelled, Progress
+from .images import DEFAULT_RESIZE
 from .sources import as_source
 from .weights import ByteProgress
 
@@ -13,7 +14,7 @@ from .weights import ByteProgress
 def embed(source, model: str = "MobileNet", *, labels=None,
           shape: tuple[int, int, int] | None = None,
           weights: str | os.PathLike | None = "imagenet", alpha: float = 1.0,
-          input_size: int | str | None = None, resize: str = "stretch",
+          input_size: int | str | None = None, resize: str = DEFAULT_RESIZE,
           batch_size: int = 32, cache: bool | str | os.PathLike = True,
           progress: Progress | None = None, is_cancelled: IsCancelled | None = None,
           download_progress: ByteProgress | None = None,
@@ -29,7 +30,8 @@ def embed(source, model: str = "MobileNet", *, labels=None,
     downloaded if missing), ``None`` for random weights, or a weights file.
     ``input_size`` is None for the backbone's own size, a number, or
     ``"native"`` for each image's own size (pooled backbones only).
-    ``resize`` is ``"stretch"`` (as the original tool) or ``"crop"`` (centre).
+    ``resize`` is ``"crop"`` (the centre box of the input's shape, then
+    resized; the default) or ``"stretch"`` (the whole image, as the original tool).
 
     ``progress(done, total)`` is called as batches finish, and the run stops
     with :class:`~.errors.EmbeddingCancelled` between batches once

@@ -21,7 +21,7 @@ from . import __version__
 from .backbones import BACKBONES, ORIGINAL_BACKBONES, get_backbone
 from .engine import NATIVE, EmbedConfig
 from .errors import EmbeddingCancelled, SettingsError, SourceError, TransferEmbedError
-from .images import RESIZE_POLICIES
+from .images import DEFAULT_RESIZE, RESIZE_POLICIES
 from .sources import csv_source, folder_source, load_npy, npy_source
 from .writers import (
     label_column,
@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--input-size", default="default", metavar="{default,native,N}",
                       help="input size: the backbone's own (default), 'native' (each image "
                            "at its own size; pooled backbones only), or N pixels")
-    more.add_argument("--resize", choices=RESIZE_POLICIES, default="stretch",
-                      help="fit images to the input by stretching (default, as the original) "
-                           "or by cropping the centre")
+    more.add_argument("--resize", choices=RESIZE_POLICIES, default=DEFAULT_RESIZE,
+                      help="fit images to the input: 'crop' the centre box of the input's "
+                           "shape, then resize (default), or 'stretch' the whole image "
+                           "(as the original tool)")
     more.add_argument("--no-cache", action="store_true",
                       help="do not read or write the embedding cache "
                            "($TRANSFEREMBED_CACHE_DIR)")

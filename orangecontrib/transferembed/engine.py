@@ -20,7 +20,7 @@ import numpy as np
 from .backbones import Backbone, get_backbone
 from .cache import EmbeddingCache, open_cache
 from .errors import EmbeddingCancelled, ImageError, SettingsError
-from .images import RESIZE_POLICIES
+from .images import DEFAULT_RESIZE, RESIZE_POLICIES
 from .sources import Source
 from .weights import ByteProgress, normalize_weights, resolve_weights, weights_identity
 
@@ -41,7 +41,7 @@ class EmbedConfig:
     weights: str | None = "imagenet"
     alpha: float = 1.0
     input_size: int | str | None = None  #: None: the backbone's; an int; or "native"
-    resize: str = "stretch"
+    resize: str = DEFAULT_RESIZE
     batch_size: int = 32
     cache: bool | str = True  #: True: the default cache; False: none; or a folder
     decode_threads: int = 0  #: 0: chosen from the CPU count

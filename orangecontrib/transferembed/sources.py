@@ -194,6 +194,9 @@ def load_npy(path: str | os.PathLike, what: str = "data") -> np.ndarray:
     except FileNotFoundError:
         raise SourceError(f"npy {what} file {path} does not exist") from None
     except ValueError as exc:
+        if not _has_npy_magic(path):
+            raise SourceError(f"{what} file {path} is not a npy file (it does not start "
+                              f"with the npy header)") from None
         if "allow_pickle" in str(exc) or "object" in str(exc).lower():
             raise SourceError(f"npy {what} file {path} holds Python objects; these are "
                               f"refused because loading them could run code") from None
@@ -203,6 +206,14 @@ def load_npy(path: str | os.PathLike, what: str = "data") -> np.ndarray:
     if not isinstance(array, np.ndarray) or array.dtype.hasobject:
         raise SourceError(f"npy {what} file {path} holds Python objects; refused")
     return array
+
+
+def _has_npy_magic(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False
 
 
 def npy_source(data_path: str | os.PathLike, labels_path: str | os.PathLike | None,

@@ -6,10 +6,16 @@ so that importing the package (and Orange discovering the widget) stays fast.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib
+import importlib.util
+import os
 import random
+import sys
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +38,7 @@ class Extractor:
 
     def __init__(self, backbone: Backbone, weights_path: str | None, alpha: float,
                  input_size: int | None):
+        import_tensorflow()
         import keras
         import tensorflow as tf
 
@@ -55,6 +62,45 @@ class Extractor:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with self._lock:
             return self._step(batch).numpy().astype(np.float32, copy=False)
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow (and Keras) without stalling the GUI thread.
+
+    Importing holds the GIL: loading TensorFlow's big shared libraries, and
+    the garbage collector's full passes over the millions of objects the
+    import creates, would each freeze the GUI for up to a second. The
+    libraries are therefore loaded first through ``dlopen`` called via
+    ctypes (which releases the GIL), and the collector rests during the
+    import; the imported objects are then frozen out of later collections.
+    """
+    if "keras" in sys.modules and "tensorflow" in sys.modules:
+        return
+    _preload_shared_libraries()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def _preload_shared_libraries() -> None:
+    spec = importlib.util.find_spec("tensorflow")
+    if sys.platform != "linux" or spec is None or spec.origin is None:
+        return
+    folder = Path(spec.origin).parent
+    try:
+        dlopen = ctypes.CDLL(None).dlopen
+    except (OSError, AttributeError):
+        return
+    dlopen.restype, dlopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
+    for name in ("libtensorflow_framework.so.2", "libtensorflow_cc.so.2"):
+        if (folder / name).is_file():
+            dlopen(os.fsencode(folder / name), os.RTLD_NOW)
 
 
 def _build(keras, backbone: Backbone, alpha: float, input_size: int | None,

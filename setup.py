@@ -1,13 +1,20 @@
 #!/usr/bin/env python
 """Orange3-TransferEmbed: image embeddings from ImageNet-pretrained CNNs for Orange."""
 
+import os
+import re
 from pathlib import Path
 
 from setuptools import find_namespace_packages, setup
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
 NAME = "Orange3-TransferEmbed"
-VERSION = "0.1.0"
+#: The version, read from the package so that it is written in one place only.
+VERSION = re.search(r'^__version__ = "([^"]+)"',
+                    (HERE / "orangecontrib/transferembed/__init__.py").read_text(encoding="utf-8"),
+                    re.M).group(1)
+URL = "https://github.com/orange3-transferembed/orange3-transferembed"
+DOCS_URL = "https://orange3-transferembed.readthedocs.io/en/latest/"
 
 ENTRY_POINTS = {
     # Orange's add-on dialog lists distributions that declare this entry point.
@@ -33,12 +40,60 @@ INSTALL_REQUIRES = [
     "platformdirs>=3",
 ]
 
+DOC_REQUIRE = ["sphinx>=7", "myst-parser>=2"]
 EXTRAS_REQUIRE = {
     "dask": ["dask[distributed]>=2024.1"],
     "qt": ["PyQt6>=6.5"],
-    "test": ["pytest>=7", "PyQt6>=6.5", "ruff"],
-    "doc": ["sphinx>=7", "myst-parser>=2"],
+    # The add-on tests build the help and a wheel (offline, without build isolation).
+    "test": ["pytest>=7", "PyQt6>=6.5", "ruff", "build", "setuptools>=61", "wheel",
+             *DOC_REQUIRE],
+    "doc": DOC_REQUIRE,
 }
+
+CLASSIFIERS = [
+    "Development Status :: 4 - Beta",
+    "Environment :: X11 Applications :: Qt",
+    "Environment :: Console",
+    "Environment :: Plugins",
+    "Intended Audience :: Education",
+    "Intended Audience :: Science/Research",
+    "Operating System :: OS Independent",
+    "Programming Language :: Python :: 3",
+    "Programming Language :: Python :: 3 :: Only",
+    "Programming Language :: Python :: 3.10",
+    "Programming Language :: Python :: 3.11",
+    "Programming Language :: Python :: 3.12",
+    "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    "Topic :: Scientific/Engineering :: Image Recognition",
+    "Topic :: Scientific/Engineering :: Visualization",
+]
+
+PROJECT_URLS = {
+    "Documentation": DOCS_URL,
+    "Source": URL,
+    "Bug Tracker": URL + "/issues",
+}
+
+#: Where the built help lands, under ``sysconfig.get_path("data")``; the
+#: widget's ``WIDGET_HELP_PATH`` looks for ``index.html`` there.
+HELP_SOURCE = "doc/_build/html"
+HELP_TARGET = "help/orange3-transferembed"
+
+
+def help_data_files(local_dir: str = HELP_SOURCE, install_dir: str = HELP_TARGET):
+    """``data_files`` entries for the built HTML help, if it was built
+    (``python -m sphinx -b html doc doc/_build/html``); none otherwise."""
+    files = []
+    for dirpath, dirs, names in os.walk(HERE / local_dir):
+        dirs.sort()
+        rel = os.path.relpath(dirpath, HERE)
+        visible = sorted(n for n in names if not n.startswith("."))
+        if visible:
+            target = install_dir + rel[len(local_dir):].replace(os.sep, "/")
+            files.append((target, [os.path.join(rel, n).replace(os.sep, "/")
+                                   for n in visible]))
+    return sorted(files)
+
 
 if __name__ == "__main__":
     setup(
@@ -48,15 +103,20 @@ if __name__ == "__main__":
                     "and the command line",
         long_description=(HERE / "README.md").read_text(encoding="utf-8"),
         long_description_content_type="text/markdown",
+        author="The Orange3-TransferEmbed developers",
+        url=URL,
+        project_urls=PROJECT_URLS,
         license="MIT",
         license_files=["LICENSE"],
         keywords=["orange3 add-on", "image embedding", "transfer learning", "keras",
                   "tensorflow", "imagenet", "cnn"],
-        packages=find_namespace_packages(include=["orangecontrib.*"]),
+        classifiers=CLASSIFIERS,
+        packages=find_namespace_packages(include=["orangecontrib.*"], exclude=["*.__pycache__"]),
         package_data={
             "orangecontrib.transferembed.widgets": ["icons/*.svg", "icons/*.png"],
             "orangecontrib.transferembed.tutorials": ["*.ows"],
         },
+        data_files=help_data_files(),
         include_package_data=True,
         python_requires=">=3.10",
         install_requires=INSTALL_REQUIRES,

@@ -38,7 +38,7 @@ class Backbone:
     input_size: int  #: default (and ImageNet-trained) input size, square
     min_input_size: int
     preprocessing: str  #: "caffe", "tf", "torch" or "none" (inside the model)
-    download_mb: float  #: size of the ImageNet weights file
+    download_mb: float  #: size of the ImageNet weights file, in MB (10**6 bytes)
     weights_file: str
     weights_dir: str  #: folder of the file under :data:`KERAS_WEIGHTS_URL`, or a full URL
     family: str = ""
@@ -117,11 +117,11 @@ _NOTOP = "_weights_tf_dim_ordering_tf_kernels_notop.h5"
 _ENTRIES = [
     _pool("Xception", "Xception", "xception", 2048, 299, 71, "tf", 83.7,
           "xception" + _NOTOP, "xception", "Xception"),
-    Backbone("VGG16", "VGG16", "vgg16", "fc2", 4096, 224, 224, "caffe", 528.0,
+    Backbone("VGG16", "VGG16", "vgg16", "fc2", 4096, 224, 224, "caffe", 553.5,
              "vgg16_weights_tf_dim_ordering_tf_kernels.h5", "vgg16", "VGG", fixed_input=True),
-    Backbone("VGG19", "VGG19", "vgg19", "fc2", 4096, 224, 224, "caffe", 549.0,
+    Backbone("VGG19", "VGG19", "vgg19", "fc2", 4096, 224, 224, "caffe", 574.7,
              "vgg19_weights_tf_dim_ordering_tf_kernels.h5", "vgg19", "VGG", fixed_input=True),
-    _pool("ResNet50", "ResNet50", "resnet50", 2048, 224, 32, "caffe", 94.7,
+    _pool("ResNet50", "ResNet50", "resnet50", 2048, 224, 32, "caffe", 94.8,
           "resnet50" + _NOTOP, "resnet", "ResNet"),
     _pool("InceptionV3", "InceptionV3", "inception_v3", 2048, 299, 75, "tf", 87.9,
           "inception_v3" + _NOTOP, "inception_v3", "Inception"),
@@ -155,7 +155,7 @@ _ENTRIES = [
           "densenet169" + _NOTOP, "densenet", "DenseNet"),
     _pool("DenseNet201", "DenseNet201", "densenet", 1920, 224, 32, "torch", 74.8,
           "densenet201" + _NOTOP, "densenet", "DenseNet"),
-    _pool("NASNetMobile", "NASNetMobile", "nasnet", 1056, 224, 224, "tf", 19.9,
+    _pool("NASNetMobile", "NASNetMobile", "nasnet", 1056, 224, 224, "tf", 20.0,
           "nasnet_mobile_no_top.h5", "nasnet", "NASNet", fixed_input=True,
           url_file="NASNet-mobile-no-top.h5"),
     _pool("NASNetLarge", "NASNetLarge", "nasnet", 4032, 331, 331, "tf", 343.6,
@@ -163,16 +163,16 @@ _ENTRIES = [
           url_file="NASNet-large-no-top.h5"),
 ]
 
-for _i, (_size, _mb) in enumerate([(224, 16.7), (240, 27.0), (260, 31.8), (300, 41.9),
-                                    (380, 68.4), (456, 110.4), (528, 158.1), (600, 246.2)]):
+for _i, (_size, _mb) in enumerate([(224, 16.7), (240, 27.0), (260, 31.8), (300, 43.9),
+                                    (380, 71.7), (456, 115.3), (528, 165.2), (600, 258.1)]):
     _ENTRIES.append(_pool(
         f"EfficientNetB{_i}", f"EfficientNetB{_i}", "efficientnet",
         [1280, 1280, 1408, 1536, 1792, 2048, 2304, 2560][_i], _size, 32, "none", _mb,
         f"efficientnetb{_i}_notop.h5", "https://storage.googleapis.com/keras-applications/",
         "EfficientNet"))
 
-for _name, _size, _feat, _mb in [("B0", 224, 1280, 23.7), ("B1", 240, 1280, 27.9),
-                                  ("B2", 260, 1408, 34.8), ("B3", 300, 1536, 52.6),
+for _name, _size, _feat, _mb in [("B0", 224, 1280, 24.3), ("B1", 240, 1280, 28.5),
+                                  ("B2", 260, 1408, 35.8), ("B3", 300, 1536, 52.6),
                                   ("S", 384, 1280, 82.4), ("M", 480, 1280, 214.2),
                                   ("L", 480, 1280, 473.2)]:
     _ENTRIES.append(_pool(
@@ -180,8 +180,8 @@ for _name, _size, _feat, _mb in [("B0", 224, 1280, 23.7), ("B1", 240, 1280, 27.9
         "none", _mb, f"efficientnetv2-{_name.lower()}_notop.h5", "efficientnet_v2",
         "EfficientNetV2"))
 
-for _name, _feat, _mb in [("Tiny", 768, 106.1), ("Small", 768, 189.9), ("Base", 1024, 334.2),
-                          ("Large", 1536, 748.6), ("XLarge", 2048, 1318.4)]:
+for _name, _feat, _mb in [("Tiny", 768, 111.7), ("Small", 768, 198.6), ("Base", 1024, 350.9),
+                          ("Large", 1536, 785.6), ("XLarge", 2048, 1393.3)]:
     _ENTRIES.append(_pool(
         f"ConvNeXt{_name}", f"ConvNeXt{_name}", "convnext", _feat, 224, 32, "none", _mb,
         f"convnext_{_name.lower()}_notop.h5", "convnext", "ConvNeXt"))

@@ -1,0 +1,168 @@
+"""The backbone registry: the original seven, names, and real built feature sizes.
+
+Every entry is checked against Keras itself by ``bench/check_registry.py``
+(slow: it builds all of them); here only the cheap backbones are built.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from orangecontrib.transferembed.backbones import (
+    BACKBONES,
+    ORIGINAL_BACKBONES,
+    backbone_names,
+    get_backbone,
+)
+from orangecontrib.transferembed.errors import TransferEmbedError, UnknownBackboneError
+
+#: The original generate_embedding.py's models and feature sizes.
+ORIGINAL = {
+    "VGG16": ("fc2", 4096),
+    "VGG19": ("fc2", 4096),
+    "ResNet50": ("avg_pool", 2048),
+    "Xception": ("avg_pool", 2048),
+    "InceptionV3": ("avg_pool", 2048),
+    "InceptionResNetV2": ("avg_pool", 1536),
+    "MobileNet": ("avg_pool", 1024),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL))
+def test_original_backbones_keep_their_features(name):
+    backbone = get_backbone(name)
+    layer, size = ORIGINAL[name]
+    assert backbone.feature_layer == layer
+    assert backbone.features() == size
+    assert backbone.pooled == (layer == "avg_pool")
+
+
+def test_original_seven_come_first():
+    assert set(ORIGINAL_BACKBONES) == set(ORIGINAL)
+    assert set(backbone_names()[:7]) == set(ORIGINAL)
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75, 1.0])
+def test_mobilenet_width_multiplier(alpha):
+    mobilenet = get_backbone("MobileNet")
+    assert mobilenet.features(alpha) == int(1024 * alpha)
+    assert mobilenet.weights_filename(alpha).endswith("_224_tf_no_top.h5")
+
+
+def test_mobilenet_rejects_other_alphas():
+    with pytest.raises(ValueError, match="0.25, 0.5, 0.75, 1"):
+        get_backbone("MobileNet").features(0.3)
+
+
+def test_mobilenet_025_file_is_the_shared_one():
+    assert get_backbone("MobileNet").weights_filename(0.25) == "mobilenet_2_5_224_tf_no_top.h5"
+    assert get_backbone("MobileNet").weights_url(0.25) == (
+        "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
+        "mobilenet_2_5_224_tf_no_top.h5")
+
+
+def test_vgg16_downloads_the_file_with_top():
+    vgg = get_backbone("VGG16")
+    assert vgg.weights_filename() == "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    assert vgg.weights_url() == (
+        "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+        "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+    assert vgg.download_mb == pytest.approx(553.5, abs=0.1)  # 553,467,096 bytes
+
+
+@pytest.mark.parametrize("spelling", ["mobilenet", "MOBILENET", " MobileNet ", "mObIlEnEt"])
+def test_names_are_case_insensitive(spelling):
+    assert get_backbone(spelling).name == "MobileNet"
+
+
+def test_get_backbone_passes_a_backbone_through():
+    vgg = get_backbone("vgg16")
+    assert get_backbone(vgg) is vgg
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(UnknownBackboneError) as info:
+        get_backbone("AlexNet")
+    message = str(info.value)
+    assert "AlexNet" in message
+    for name in BACKBONES:
+        assert name in message
+    assert isinstance(info.value, TransferEmbedError)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("name", [
+    "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "EfficientNetB7",
+    "EfficientNetV2B0", "EfficientNetV2L", "ConvNeXtTiny", "ConvNeXtXLarge", "DenseNet121",
+    "DenseNet201", "NASNetMobile", "NASNetLarge", "ResNet101", "ResNet152", "ResNet50V2",
+    "ResNet152V2"])
+def test_the_rest_of_keras_applications_is_there(name):
+    assert get_backbone(name).name == name
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES.values()), ids=list(BACKBONES))
+def test_entries_are_consistent(backbone):
+    assert backbone.min_input_size <= backbone.input_size
+    if backbone.fixed_input:
+        assert backbone.min_input_size == backbone.input_size
+    assert backbone.preprocessing in ("caffe", "tf", "torch", "none")
+    assert backbone.download_mb > 0
+    for alpha in backbone.alphas():
+        assert backbone.features(alpha) > 0
+        name = backbone.weights_filename(alpha)
+        assert name.endswith(".h5") and "{" not in name
+        assert backbone.weights_url(alpha).startswith("https://storage.googleapis.com/")
+        if backbone.pooled:  # built without the top: only the no-top file is downloaded
+            assert "notop" in name.replace("_", "").replace("-", "")
+
+
+def test_registry_does_not_import_tensorflow():
+    code = (
+        "import sys\n"
+        "import orangecontrib.transferembed as te\n"
+        "from orangecontrib.transferembed.backbones import BACKBONES, get_backbone\n"
+        "from orangecontrib.transferembed.engine import EmbedConfig\n"
+        "sizes = [b.features(a) for b in BACKBONES.values() for a in b.alphas()]\n"
+        "EmbedConfig(model='vgg16', weights=None)\n"
+        "assert get_backbone('mobilenet').features(0.25) == 256\n"
+        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "print('heavy:', heavy)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "heavy: []" in done.stdout
+
+
+#: Cheap backbones built with random weights at a small input: the real output
+#: must have the registry's feature size.
+CHEAP = [("MobileNet", 0.25), ("MobileNet", 0.5), ("MobileNet", 0.75), ("MobileNet", 1.0),
+         ("MobileNetV2", 0.35), ("MobileNetV3Small", 1.0),
+         ("MobileNetV3Large", 1.0), ("EfficientNetB0", 1.0), ("DenseNet121", 1.0)]
+
+
+@pytest.mark.parametrize("name, alpha", CHEAP, ids=[f"{n}-{a:g}" for n, a in CHEAP])
+def test_built_feature_size_matches_registry(name, alpha):
+    import keras
+
+    from orangecontrib.transferembed.extractor import _build
+
+    backbone = get_backbone(name)
+    side = backbone.min_input_size
+    model = _build(keras, backbone, alpha, side, None)
+    assert model.output_shape == (None, backbone.features(alpha))
+    keras.backend.clear_session()
+
+
+def test_extractor_runs_at_the_minimum_input():
+    from orangecontrib.transferembed.extractor import Extractor
+
+    backbone = get_backbone("MobileNet")
+    extractor = Extractor(backbone, None, 0.25, backbone.min_input_size)
+    assert extractor.feature_size == 256
+    out = extractor(np.full((2, 32, 32, 3), 100, np.float32))
+    assert out.shape == (2, 256)
+    assert out.dtype == np.float32

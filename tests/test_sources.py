@@ -331,3 +331,20 @@ def test_content_hash_follows_content(tmp_path):
     array = ArraySource(np.zeros((2, 4, 4), np.uint8))
     assert array.content_hash(array.read(0)) != array.content_hash(
         np.zeros((4, 4), np.uint16))
+
+
+def test_float_scale_is_decided_for_the_whole_data_set(tmp_path):
+    """A dark image of a 0..255 float set is not mistaken for a 0..1 image."""
+    data = np.stack([np.full((4, 4, 3), 0.9, np.float32), np.full((4, 4, 3), 200, np.float32)])
+    first, second = rows(ArraySource(data))
+    assert np.all(first == 1) and np.all(second == 200)
+    unit = rows(ArraySource(data / 200))  # the same set in 0..1
+    assert np.all(unit[0] == 1) and np.all(unit[1] == 255)
+
+
+def test_header_with_unknown_words_is_recognised(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    table = tmp_path / "t.csv"
+    table.write_text("Kind,Picture\nant,a.png\n", encoding="utf-8")
+    source = csv_source(table)
+    assert source.labels.tolist() == ["ant"] and len(source) == 1

@@ -17,6 +17,9 @@ KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-application
 
 #: MobileNet (v1) width multipliers and their spelling in Keras' file names.
 MOBILENET_ALPHAS = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}
+#: MobileNet (v1) no-top file sizes in MB: 0.25 and 1.0 exact, the others
+#: interpolated by parameter count.
+MOBILENET_DOWNLOAD_MB = {0.25: 2.1, 0.5: 5.2, 0.75: 10.2, 1.0: 17.2}
 #: MobileNetV2 width multipliers with ImageNet weights.
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
@@ -82,6 +85,12 @@ class Backbone:
         base = self.weights_dir if "://" in self.weights_dir \
             else KERAS_WEIGHTS_URL + self.weights_dir + "/"
         return base + (self.url_file or self.weights_filename(alpha, size))
+
+    def download_size(self, alpha: float = 1.0) -> float:
+        """The ImageNet weights file's size in MB for width ``alpha``."""
+        if self.name == "MobileNet":
+            return MOBILENET_DOWNLOAD_MB.get(float(alpha), self.download_mb)
+        return self.download_mb
 
     def alphas(self) -> tuple[float, ...]:
         """The width multipliers this backbone accepts (``(1.0,)`` if none)."""

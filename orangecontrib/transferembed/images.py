@@ -112,11 +112,12 @@ def resize(img: Image.Image, size: tuple[int, int], policy: str = DEFAULT_RESIZE
     return img.resize(size, _RESAMPLE)
 
 
-def array_to_image(pixels: np.ndarray) -> Image.Image:
+def array_to_image(pixels: np.ndarray, scale: float | None = None) -> Image.Image:
     """An ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` array to RGB.
 
-    ``uint8`` is taken as is, floats in [0, 1] are scaled to 0..255, other
-    floats and integers are clipped to 0..255 (16-bit integers are scaled).
+    ``uint8`` is taken as is. Other pixels are multiplied by ``scale`` (see
+    :func:`pixel_scale`, best found once for a whole data set), then rounded
+    and clipped to 0..255; without ``scale`` it is found from this image.
     """
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
@@ -124,22 +125,32 @@ def array_to_image(pixels: np.ndarray) -> Image.Image:
         raise ImageError(f"cannot read an array of shape {pixels.shape} as an image")
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:
-        pixels = _numeric_to_uint8(pixels)
+        if pixels.dtype.kind not in "biuf":
+            raise ImageError(f"cannot read {pixels.dtype} pixels")
+        values = pixels.astype(np.float32)
+        if not np.all(np.isfinite(values)):
+            raise ImageError("pixels contain NaN or infinity")
+        if scale is None:
+            scale = pixel_scale(pixels.dtype, float(values.min(initial=0)),
+                                float(values.max(initial=0)))
+        pixels = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
     img = Image.fromarray(np.ascontiguousarray(pixels))
     return to_rgb(img)
 
 
-def _numeric_to_uint8(pixels: np.ndarray) -> np.ndarray:
-    if pixels.dtype.kind not in "biuf":
-        raise ImageError(f"cannot read {pixels.dtype} pixels")
-    pixels = pixels.astype(np.float32)
-    if not np.all(np.isfinite(pixels)):
-        raise ImageError("pixels contain NaN or infinity")
-    if pixels.dtype.kind == "f" and pixels.size and pixels.min() >= 0 and pixels.max() <= 1:
-        pixels = pixels * 255.0
-    elif pixels.size and pixels.max() > 255:
-        pixels = pixels / 257.0
-    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+def pixel_scale(dtype: np.dtype, low: float, high: float) -> float:
+    """The factor that maps pixels of ``dtype`` spanning ``[low, high]`` to 0..255.
+
+    Booleans and floats in [0, 1] are scaled up to 255; values that pass 255
+    are taken as 16-bit (0..65535); anything else is kept (and later clipped
+    to 0..255).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b" or (dtype.kind == "f" and low >= 0 and high <= 1):
+        return 255.0
+    if high > 255:
+        return 1 / 257
+    return 1.0
 
 
 def prepare(img: Image.Image, size: tuple[int, int] | None, policy: str = DEFAULT_RESIZE,
@@ -164,6 +175,6 @@ def decode_file_bytes(data: bytes, size: tuple[int, int] | None, policy: str = D
 
 
 def decode_array(pixels: np.ndarray, size: tuple[int, int] | None, policy: str = DEFAULT_RESIZE,
-                 min_size: int = 1) -> np.ndarray:
+                 min_size: int = 1, scale: float | None = None) -> np.ndarray:
     """A pixel array (one npy row, already shaped) to a float32 ``(H, W, 3)`` array."""
-    return prepare(array_to_image(pixels), size, policy, min_size)
+    return prepare(array_to_image(pixels, scale), size, policy, min_size)

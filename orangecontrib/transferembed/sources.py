@@ -46,9 +46,8 @@ class Source:
         """Raw content to a float32 ``(H, W, 3)`` array."""
         raise NotImplementedError
 
-    @staticmethod
-    def content_hash(raw) -> str:
-        """A hash of the item's content, for the cache."""
+    def content_hash(self, raw) -> str:
+        """A hash of the item's content (and of how it is read), for the cache."""
         raise NotImplementedError
 
     def subset(self, indices: Sequence[int]) -> Source:
@@ -86,8 +85,7 @@ class FileSource(Source):
     def decode(self, raw, size, policy, min_size):
         return images.decode_file_bytes(raw, size, policy, min_size)
 
-    @staticmethod
-    def content_hash(raw) -> str:
+    def content_hash(self, raw) -> str:
         return hashlib.sha256(raw).hexdigest()
 
     def subset(self, indices):
@@ -134,6 +132,7 @@ class ArraySource(Source):
                               f"{data.shape}")
         self.data = data
         self.labels = _check_labels(labels, len(data))
+        self.scale = _data_scale(data)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -145,20 +144,37 @@ class ArraySource(Source):
         return np.asarray(self.data[index]).reshape(self.row_shape)
 
     def decode(self, raw, size, policy, min_size):
-        return images.decode_array(raw, size, policy, min_size)
+        return images.decode_array(raw, size, policy, min_size, self.scale)
 
-    @staticmethod
-    def content_hash(raw) -> str:
-        digest = hashlib.sha256(f"{raw.dtype.str}{raw.shape}".encode())
+    def content_hash(self, raw) -> str:
+        digest = hashlib.sha256(f"{raw.dtype.str}{raw.shape}{self.scale!r}".encode())
         digest.update(np.ascontiguousarray(raw).tobytes())
         return digest.hexdigest()
 
     def subset(self, indices):
         sub = ArraySource.__new__(ArraySource)
         idx = np.asarray(indices, int)
-        sub.data, sub.row_shape = self.data[idx], self.row_shape
+        sub.data, sub.row_shape, sub.scale = self.data[idx], self.row_shape, self.scale
         sub.labels = None if self.labels is None else self.labels[idx]
         return sub
+
+
+def _data_scale(data: np.ndarray, chunk_bytes: int = 64 << 20) -> float | None:
+    """One pixel scale for the whole data set (None for uint8), read in chunks.
+
+    Deciding per image would scale a dark image of a 0..255 float set as if
+    it were in 0..1.
+    """
+    if data.dtype == np.uint8 or not len(data):
+        return None
+    rows = max(1, chunk_bytes // max(1, data[0].nbytes))
+    low, high = np.inf, -np.inf
+    for start in range(0, len(data), rows):
+        chunk = np.asarray(data[start:start + rows])
+        finite = chunk[np.isfinite(chunk)] if chunk.dtype.kind == "f" else chunk
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    return images.pixel_scale(data.dtype, low, high)
 
 
 def _resolve(path, base: Path | None) -> Path:
@@ -244,7 +260,7 @@ def csv_source(path: str | os.PathLike) -> FileSource:
         raise SourceError(f"cannot read CSV file {path}: {exc.strerror or exc}") from None
     rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1)
             if row and any(cell.strip() for cell in row)]
-    if rows and _is_header(rows[0][1]):
+    if rows and _is_header(rows[0][1], path.parent):
         rows = rows[1:]
     if not rows:
         raise SourceError(f"CSV file {path} lists no images; expected rows of label,path")
@@ -279,8 +295,15 @@ def locate(path: str, base: Path) -> Path:
     return next((c for c in candidates if c.exists()), candidates[0])
 
 
-def _is_header(row: list[str]) -> bool:
-    return any(cell.strip().lower() in _HEADER_WORDS for cell in row[:2])
+def _is_header(row: list[str], base: Path) -> bool:
+    """A first row of column names: known words, or a 'path' with no file extension
+    that names no file."""
+    if any(cell.strip().lower() in _HEADER_WORDS for cell in row[:2]):
+        return True
+    if len(row) < 2:
+        return False
+    path = row[1].strip()
+    return not Path(path).suffix and not locate(path, base).exists()
 
 
 def folder_source(root: str | os.PathLike) -> FileSource:

@@ -80,7 +80,7 @@ def offline_message(backbone: Backbone, alpha: float, reason: str) -> str:
     url = backbone.weights_url(alpha)
     return (
         f"Cannot download the ImageNet weights of {backbone.name} ({reason}).\n"
-        f"Download {name} ({backbone.download_mb:g} MB) from\n  {url}\n"
+        f"Download {name} ({backbone.download_size(alpha):g} MB) from\n  {url}\n"
         f"on a machine with internet access and put it in {keras_models_dir()}/ "
         f"(that is $KERAS_HOME/models/), or pass its path with -weights PATH "
         f"(the widget: Weights > File). Use -weights None for random weights.")

@@ -349,7 +349,7 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
         self.model_info.setText(
             f"{backbone.features(alpha)} features ({backbone.feature_description}), "
             f"input {backbone.input_size}×{backbone.input_size} px; ImageNet weights "
-            f"{backbone.weights_filename(alpha)} ({backbone.download_mb:g} MB)")
+            f"{backbone.weights_filename(alpha)} ({backbone.download_size(alpha):g} MB)")
         self.input_size_combo.setEnabled(backbone.pooled)
 
     # --- reacting to the user and the input --------------------------------------------

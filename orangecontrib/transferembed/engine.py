@@ -121,6 +121,9 @@ class EmbeddingResult:
     config: EmbedConfig
     n_cached: int = 0
     labels: np.ndarray | None = field(default=None)  #: labels of the embedded items
+    #: Rows and item shape (native size only) of the last, partly filled batch:
+    #: where the next part of a larger job continues (see ``offset`` of :func:`run`).
+    tail: tuple[int, tuple | None] = (0, None)
 
     def __post_init__(self):
         if self.labels is None and self.source.labels is not None:
@@ -135,7 +138,9 @@ class EmbeddingResult:
 
 
 def default_decode_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """At least 4, even on 2 cores: decoding then keeps ahead of inference
+    when other processes load the machine (bench/README.md, thread counts)."""
+    return max(4, min(8, os.cpu_count() or 1))
 
 
 class _Prepared:
@@ -147,10 +152,16 @@ class _Prepared:
 
 
 class _Batch:
-    """Decoded images waiting for inference; always run at the full batch size."""
+    """Decoded images waiting for inference; always run at the full batch size.
 
-    def __init__(self, size: int):
+    An image's features depend (in the last bits) on its row in the batch, so
+    the first batch may start at row ``start`` (zeros before it): a part of a
+    job then gives the same bits as the whole job.
+    """
+
+    def __init__(self, size: int, start: int = 0, start_shape: tuple | None = None):
         self.size = size
+        self.start, self.start_shape = start, start_shape
         self.buffer: np.ndarray | None = None
         self.items: list[_Prepared] = []
 
@@ -159,21 +170,33 @@ class _Batch:
 
     def add(self, item: _Prepared) -> None:
         if self.buffer is None or self.buffer.shape[1:] != item.pixels.shape:
+            if self.start_shape not in (None, item.pixels.shape):
+                self.start = 0
             self.buffer = np.zeros((self.size,) + item.pixels.shape, np.float32)
-        self.buffer[len(self.items)] = item.pixels
+        self.buffer[self.start + len(self.items)] = item.pixels
         item.pixels = None
         self.items.append(item)
 
     @property
     def full(self) -> bool:
-        return len(self.items) == self.size
+        return self.start + len(self.items) == self.size
+
+    def tail(self, native: bool) -> tuple[int, tuple | None]:
+        rows = self.start + len(self.items)
+        shape = self.buffer.shape[1:] if self.buffer is not None else self.start_shape
+        return rows, (tuple(shape) if native and rows and shape else None)
 
 
 def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
         is_cancelled: IsCancelled | None = None,
         download_progress: ByteProgress | None = None,
-        cache: EmbeddingCache | None = None) -> EmbeddingResult:
-    """Embed every item of ``source``; skip (with reasons) those that fail."""
+        cache: EmbeddingCache | None = None, *, offset: int = 0,
+        offset_shape: tuple | None = None) -> EmbeddingResult:
+    """Embed every item of ``source``; skip (with reasons) those that fail.
+
+    ``offset`` (with ``offset_shape`` at native size) is where the first
+    batch starts: a part of a job continues the ``tail`` of the part before.
+    """
     backbone = config.backbone
     total = len(source)
     out = np.empty((total, config.feature_size), np.float32)
@@ -204,6 +227,8 @@ def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
             return _Prepared(index, error=str(exc))
         except MemoryError:
             return _Prepared(index, error="out of memory while decoding the image")
+        except Exception as exc:  # a decoder bug must cost one image, not the run
+            return _Prepared(index, error=f"cannot read the image: {type(exc).__name__}: {exc}")
 
     def infer(batch: _Batch) -> None:
         nonlocal extractor, done
@@ -211,10 +236,13 @@ def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
             return
         if extractor is None:
             extractor = _load_extractor(config, download_progress)
-        batch.buffer[len(batch.items):] = 0
+        first = batch.start
+        batch.buffer[:first] = 0
+        batch.buffer[first + len(batch.items):] = 0
         features = extractor(batch.buffer)
         rows = np.fromiter((item.index for item in batch.items), int, len(batch.items))
-        out[rows] = features[:len(rows)]
+        out[rows] = features[first:first + len(rows)]
+        batch.start = 0
         embedded[rows] = True
         if cache is not None:
             cache.put_many({item.key: out[item.index] for item in batch.items})
@@ -225,7 +253,7 @@ def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
         if is_cancelled is not None and is_cancelled():
             raise EmbeddingCancelled()
 
-    batch = _Batch(config.batch_size)
+    batch = _Batch(config.batch_size, offset % config.batch_size, offset_shape)
     window = 2 * config.batch_size
     threads = config.decode_threads or default_decode_threads()
     with ThreadPoolExecutor(threads, thread_name_prefix="transferembed-decode") as pool:
@@ -257,6 +285,7 @@ def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
                     reported = done
                     _report(progress, done, total)
             check_cancel()
+            tail = batch.tail(config.native)
             infer(batch)
         finally:
             if owns_cache and cache is not None:
@@ -268,7 +297,7 @@ def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
     _report(progress, total, total)
     indices = np.flatnonzero(embedded)
     embeddings = out if len(indices) == total else out[indices]
-    return EmbeddingResult(embeddings, indices, skipped, source, config, n_cached)
+    return EmbeddingResult(embeddings, indices, skipped, source, config, n_cached, tail=tail)
 
 
 def _report(progress: Progress | None, done: int, total: int) -> None:

@@ -1,0 +1,171 @@
+"""Shard files of a job run in parts: each part's rows, written by the worker.
+
+A shard folder holds ``manifest.json`` (the job's settings and a fingerprint of
+its input) and, for each part, ``part-NNNNN.indices.npy`` (global positions),
+``.labels.npy`` and ``.embeddings.npy``, then ``part-NNNNN.json`` (skipped
+items, counts, batch state) written last, as the mark of a complete part.
+Every file is written atomically; nothing is pickled. A part computed from a
+batch position other than the first carries it in its name
+(``part-NNNNN-at5.*``), so that two candidates never share files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .engine import EmbedConfig
+from .errors import SettingsError
+from .sources import ArraySource, FileSource, Source
+from .writers import label_column, write_atomically
+
+FORMAT = "transferembed-shards/1"
+MANIFEST = "manifest.json"
+_KINDS = ("indices", "labels", "embeddings")
+#: Where the next part continues the batches: rows already in the batch, and
+#: their shape (at native size only).
+State = tuple[int, tuple | None]
+START: State = (0, None)
+
+
+@dataclass
+class PartResult:
+    """What one part of a job gives back (plain data)."""
+
+    number: int
+    state: State  #: the batch state the part started from
+    tail: State  #: the batch state it leaves for the next part
+    indices: np.ndarray  #: global positions of the embedded rows
+    embeddings: np.ndarray | None  #: None once written to a shard
+    skipped: list[tuple[int, str]] = field(default_factory=list)  #: (global index, reason)
+    n_cached: int = 0
+
+
+def as_state(value) -> State:
+    """A state as stored in JSON (lists) back to tuples."""
+    rows, shape = value
+    return int(rows), (tuple(int(v) for v in shape) if shape else None)
+
+
+def part_stem(folder: Path, number: int, state: State) -> Path:
+    rows, shape = state
+    tag = f"-at{rows}" if rows else ""
+    if rows and shape:
+        tag += "x" + "x".join(map(str, shape))
+    return Path(folder) / f"part-{number:05d}{tag}"
+
+
+def fingerprint(source: Source) -> str:
+    """A hash of the input: paths with sizes and times, or the array data; and labels."""
+    digest = hashlib.sha256(f"{type(source).__name__}:{len(source)}".encode())
+    if isinstance(source, FileSource):
+        for path in source.paths:
+            try:
+                stat = os.stat(path)
+                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{path}\0missing\n".encode())
+    elif isinstance(source, ArraySource):
+        digest.update(f"{source.data.dtype.str}{source.row_shape}".encode())
+        for start in range(0, len(source), 1024):
+            digest.update(np.ascontiguousarray(source.data[start:start + 1024]).tobytes())
+    else:
+        for i in range(len(source)):
+            digest.update(f"{source.describe(i)}\n".encode())
+    if source.labels is not None:
+        labels = np.asarray(source.labels)
+        digest.update(labels.dtype.str.encode())
+        digest.update(np.ascontiguousarray(labels).tobytes())
+    return digest.hexdigest()
+
+
+def job_settings(source: Source, config: EmbedConfig, part_size: int) -> dict:
+    """What decides the shards' content: model, preprocessing, batching, input."""
+    return {"model": config.model_key(), "batch_size": config.batch_size,
+            "part_size": part_size, "items": len(source), "source": fingerprint(source)}
+
+
+def open_shards(folder: str | os.PathLike, settings: dict) -> dict[int, dict[State, PartResult]]:
+    """Create the folder and manifest, or check that they belong to this job.
+
+    Returns the complete parts already there, by number and start state.
+    """
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if manifest.exists():
+            stored = json.loads(manifest.read_text(encoding="utf-8"))
+            if stored.get("format") != FORMAT or stored.get("job") != settings:
+                raise SettingsError(
+                    f"--shards folder {folder} holds shards of another job (other input or "
+                    f"settings); delete it or choose another folder")
+        else:
+            text = json.dumps({"format": FORMAT, "job": settings}, indent=1)
+            write_atomically([manifest], lambda f: f.write(text), mode="w")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, SettingsError):
+            raise
+        raise SettingsError(f"cannot use --shards folder {folder}: {exc}") from None
+    found: dict[int, dict[State, PartResult]] = {}
+    for meta in sorted(folder.glob("part-*.json")):
+        part = _read_meta(meta)
+        if part is not None:
+            found.setdefault(part.number, {})[part.state] = part
+    return found
+
+
+def _read_meta(path: Path) -> PartResult | None:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        part = PartResult(int(meta["part"]), as_state(meta["state"]), as_state(meta["tail"]),
+                          np.empty(0, np.int64), None,
+                          [(int(i), str(r)) for i, r in meta["skipped"]], int(meta["n_cached"]))
+        stem = part_stem(path.parent, part.number, part.state)
+        if stem.with_suffix(".json") != path:
+            return None
+        if any(not Path(f"{stem}.{kind}.npy").exists() for kind in _KINDS):
+            return None
+        return part
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # incomplete or foreign: the part is computed again
+
+
+def write_part(folder: str | os.PathLike, part: PartResult, labels: np.ndarray | None) -> None:
+    """Write a part's npy files, then its JSON (the mark that it is complete)."""
+    stem = part_stem(Path(folder), part.number, part.state)
+    arrays = {"indices": np.asarray(part.indices, np.int64),
+              "labels": label_column(labels, len(part.indices)),
+              "embeddings": np.ascontiguousarray(part.embeddings, np.float32)}
+
+    def write(*files):
+        for kind, file in zip(_KINDS, files, strict=True):
+            np.save(file, arrays[kind], allow_pickle=False)
+
+    write_atomically([Path(f"{stem}.{kind}.npy") for kind in _KINDS], write)
+    meta = {"part": part.number, "state": part.state, "tail": part.tail,
+            "rows": len(part.indices), "n_cached": part.n_cached,
+            "skipped": [list(item) for item in part.skipped]}
+    write_atomically([stem.with_suffix(".json")], lambda f: json.dump(meta, f), mode="w")
+
+
+def read_part(folder: str | os.PathLike, part: PartResult) -> tuple[np.ndarray, np.ndarray]:
+    """A complete part's global indices and embeddings."""
+    stem = part_stem(Path(folder), part.number, part.state)
+    indices = np.load(f"{stem}.indices.npy", allow_pickle=False)
+    embeddings = np.load(f"{stem}.embeddings.npy", allow_pickle=False)
+    return indices, embeddings
+
+
+def remove_others(folder: str | os.PathLike, number: int, keep: State) -> None:
+    """Delete the files of a part's candidates other than the accepted one."""
+    kept = part_stem(Path(folder), number, keep).name
+    for path in Path(folder).glob(f"part-{number:05d}*"):
+        name = path.name.split(".")[0]
+        if name != kept and not path.name.endswith(".part"):
+            path.unlink(missing_ok=True)

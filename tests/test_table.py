@@ -13,11 +13,11 @@ from orangecontrib.transferembed.table import (
     class_variable,
     embeddings_table,
     image_columns,
-    label_texts,
     natural_order,
     skipped_table,
     table_source,
 )
+from orangecontrib.transferembed.writers import label_texts
 
 
 def image_table(origin: str, paths: list[str], classes: list[str] | None = None) -> Table:

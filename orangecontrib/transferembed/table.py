@@ -30,6 +30,7 @@ from Orange.misc.collections import natural_sorted
 from .engine import EmbeddingResult
 from .errors import ImageError
 from .sources import FileSource, Source
+from .writers import label_texts
 
 #: Names of the columns the widget adds.
 CLASS_NAME, IMAGE_NAME, ROW_NAME, REASON_NAME = "Class", "image", "row", "reason"
@@ -74,17 +75,6 @@ def table_source(data: Table, column: Variable) -> TableFileSource:
     """A source of the images named in ``column``; relative paths are taken
     from the column's ``origin``."""
     return TableFileSource(column_paths(data, column), column.attributes.get("origin"))
-
-
-def label_texts(labels: np.ndarray) -> list[str]:
-    """Labels as text: integers as ``"2"`` (never ``"2.0"``), missing as ``""``."""
-    labels = np.asarray(labels)
-    if labels.dtype.kind in "biu":
-        return [str(int(v)) for v in labels]
-    if labels.dtype.kind == "f":
-        return ["" if not np.isfinite(v) else str(int(v)) if float(v).is_integer() else f"{v:g}"
-                for v in labels]
-    return [str(v).strip() for v in labels]
 
 
 def natural_order(values) -> list[str]:

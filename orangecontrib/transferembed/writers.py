@@ -76,9 +76,14 @@ def label_column(labels: np.ndarray | None, n: int) -> np.ndarray:
     return labels.reshape(n, 1)
 
 
-def label_texts(labels: np.ndarray | None, n: int) -> list[str]:
-    """Labels as the strings a user wrote (``2``, never ``2.0``)."""
-    return [str(v) for v in label_column(labels, n)[:, 0].tolist()]
+def label_texts(labels: np.ndarray | None, n: int | None = None) -> list[str]:
+    """Labels as the strings a user wrote: ``2``, never ``2.0``; missing as ``""``."""
+    n = len(labels) if n is None else n
+    column = label_column(labels, n)[:, 0]
+    if column.dtype.kind == "f":
+        return ["" if not np.isfinite(v) else str(int(v)) if v.is_integer() else f"{v:g}"
+                for v in column.tolist()]
+    return [str(v).strip() for v in column.tolist()]
 
 
 def npy_paths(folder: Path, name: str) -> tuple[Path, Path]:

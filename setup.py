@@ -41,12 +41,15 @@ INSTALL_REQUIRES = [
 ]
 
 DOC_REQUIRE = ["sphinx>=7", "myst-parser>=2"]
+DASK_REQUIRE = ["dask[distributed]>=2024.1"]
+
 EXTRAS_REQUIRE = {
-    "dask": ["dask[distributed]>=2024.1"],
+    "dask": DASK_REQUIRE,
     "qt": ["PyQt6>=6.5"],
-    # The add-on tests build the help and a wheel (offline, without build isolation).
+    # The add-on tests build the help and a wheel (offline, without build isolation);
+    # the cluster tests need the dask extra.
     "test": ["pytest>=7", "PyQt6>=6.5", "ruff", "build", "setuptools>=61", "wheel",
-             *DOC_REQUIRE],
+             *DOC_REQUIRE, *DASK_REQUIRE],
     "doc": DOC_REQUIRE,
 }
 

@@ -244,3 +244,16 @@ def test_demo_runs_offline(tmp_path):
     assert main(["demo", "-dir", str(tmp_path)]) == 0
     rows = list(csv.reader(open(tmp_path / "demo.csv", encoding="utf-8")))
     assert len(rows) == 25 and {row[0] for row in rows[1:]} == {"circles", "squares"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--local-cluster", "0"], "at least 1 worker"),
+    (["-weights", ""], "weights option is empty"),
+])
+def test_more_bad_settings_exit_2(args, message, tmp_path, seed_toy, capsys):
+    pytest.importorskip("distributed")
+    with pytest.raises(SystemExit) as exc:
+        main(["-csv", str(seed_toy / "toy_table.csv"), "-tm", "MobileNet", *args, "-dir",
+              str(tmp_path)])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

@@ -318,3 +318,22 @@ def test_lru_eviction_keeps_the_file_small(tmp_path):
     assert 0 < len(cache) < 200
     cache.close()
     assert (tmp_path / DB_NAME).stat().st_size <= 1.25 * limit
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"model": "NASNetMobile", "input_size": "native"}, "own size"),
+    ({"model": "VGG16", "input_size": "native"}, "own size"),
+    ({"batch_size": "many"}, "whole number"),
+    ({"input_size": "big"}, "whole number"),
+])
+def test_bad_settings_are_settings_errors(settings, message):
+    from orangecontrib.transferembed.errors import SettingsError
+
+    with pytest.raises(SettingsError, match=message):
+        EmbedConfig(**{"weights": None, **settings})
+
+
+def test_cache_none_means_no_cache(tmp_path):
+    result = embed(np.zeros((2, 40, 40, 3), np.uint8), "MobileNet", alpha=0.25, weights=None,
+                   cache=None)
+    assert result.embeddings.shape == (2, 256) and result.n_cached == 0

@@ -348,3 +348,10 @@ def test_header_with_unknown_words_is_recognised(tmp_path):
     table.write_text("Kind,Picture\nant,a.png\n", encoding="utf-8")
     source = csv_source(table)
     assert source.labels.tolist() == ["ant"] and len(source) == 1
+
+
+def test_zero_byte_npy_is_a_clear_error(tmp_path):
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    with pytest.raises(SourceError, match="cannot read npy data file"):
+        npy_source(empty, None, 4, 4, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from Orange.data import ContinuousVariable, DiscreteVariable, Domain, StringVariable, Table
+from PIL import Image
 
 from orangecontrib.transferembed.engine import EmbedConfig, EmbeddingResult, Skipped
 from orangecontrib.transferembed.errors import ImageError
@@ -150,3 +151,26 @@ def test_nothing_embedded_or_skipped_gives_none(tmp_path):
     assert skipped_table(fake_result(source, [0])) is None
     table = embeddings_table(fake_result(source, [0]))
     assert table.domain.class_var is None
+
+
+def test_attribute_path_column_becomes_a_meta(tmp_path):
+    """A path read as a feature (File widget, discrete column) is not learned from."""
+    from orangecontrib.transferembed import engine
+
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(tmp_path / "a.png")
+    path = DiscreteVariable("path", values=("a.png", "b.png"))
+    path.attributes["origin"] = str(tmp_path)
+    data = Table.from_numpy(Domain([path], DiscreteVariable("y", values=("p", "q"))),
+                            np.array([[0.0], [1.0]]), np.array([0.0, 1.0]))
+    source = table_source(data, path)
+    result = engine.run(source, EmbedConfig(weights=None, alpha=0.25, cache=False))
+    out = embeddings_table(result, data)
+    assert [v.name for v in out.domain.attributes] == [f"n{i}" for i in range(256)]
+    assert path in out.domain.metas and len(out) == 1
+    part = source.subset([1])
+    assert part.column is path and part.missing.tolist() == [False]
+
+
+def test_label_texts_keep_what_the_user_wrote():
+    assert label_texts(np.array([b"ant", b"bee"])) == ["ant", "bee"]
+    assert label_texts(np.array([0.123456789, 3.0])) == ["0.123456789", "3"]

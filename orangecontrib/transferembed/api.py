@@ -43,7 +43,8 @@ def embed(source, model: str = "MobileNet", *, labels=None,
     """
     config = EmbedConfig(model=model, weights=weights, alpha=alpha, input_size=input_size,
                          resize=resize, batch_size=batch_size,
-                         cache=cache if isinstance(cache, bool) else os.fspath(cache))
+                         cache=bool(cache) if cache is None or isinstance(cache, bool)
+                         else os.fspath(cache))
     src = as_source(source, labels, shape)
     if client is not None:
         from .distributed import run_distributed

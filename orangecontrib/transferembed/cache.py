@@ -60,6 +60,8 @@ class EmbeddingCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = self._connect()
+        except sqlite3.OperationalError:
+            raise  # locked, read-only or unopenable: run without the cache, keep the file
         except sqlite3.DatabaseError as exc:
             log.warning("embedding cache %s is damaged (%s); rebuilding it", self.path, exc)
             self._discard_file()

@@ -229,7 +229,7 @@ def run_embedding(args) -> int:
 
 
 def _embed(source, config: EmbedConfig, args, bars: _Bars):
-    if args.scheduler or args.local_cluster or args.shards:
+    if args.scheduler or args.local_cluster is not None or args.shards:
         from .distributed import run_cli_job  # needs the [dask] extra
 
         return run_cli_job(source, config, scheduler=args.scheduler,
@@ -277,6 +277,8 @@ def run_sample(argv: list[str]) -> int:
     out_dir = check_output(args.save_folder_path, args.name_npy)
     data = load_npy(args.npy_data, "data")
     labels = load_npy(args.npy_labels, "labels")
+    if data.ndim < 1 or labels.ndim < 1:
+        raise SourceError("data and labels must be arrays of rows, not single values")
     if len(data) != len(labels):
         raise SourceError(f"there are {len(data)} data rows but {len(labels)} labels")
     if not 0 < args.num_samples <= len(data):
@@ -316,6 +318,7 @@ def run_demo(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``transferembed`` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow start-up lines
     commands = {"sample": run_sample, "demo": run_demo}
     try:
         if argv and argv[0] in commands:
@@ -323,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_embedding(build_parser().parse_args(argv))
     except TransferEmbedError as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:  # writing the outputs: disk full, folder removed, ...
+        raise fail(f"cannot write {exc.filename or 'the output'}: {exc.strerror or exc}") \
+            from None
     except EmbeddingCancelled:
         print(f"{PROG}: cancelled; nothing was written", file=sys.stderr)
         return 130

@@ -55,11 +55,12 @@ class EmbedConfig:
         if self.resize not in RESIZE_POLICIES:
             raise SettingsError(f"resize must be one of {', '.join(RESIZE_POLICIES)}, "
                              f"got {self.resize!r}")
-        if int(self.batch_size) < 1:
-            raise SettingsError(f"batch size must be at least 1, got {self.batch_size}")
-        object.__setattr__(self, "batch_size", int(self.batch_size))
+        batch_size = _integer(self.batch_size, "batch size")
+        if batch_size < 1:
+            raise SettingsError(f"batch size must be at least 1, got {batch_size}")
+        object.__setattr__(self, "batch_size", batch_size)
         if self.input_size not in (None, NATIVE):
-            size = int(self.input_size)
+            size = _integer(self.input_size, "input size")
             if backbone.fixed_input and size != backbone.input_size:
                 raise SettingsError(f"{backbone.name} takes only {backbone.input_size}x"
                                  f"{backbone.input_size} input")
@@ -67,10 +68,11 @@ class EmbedConfig:
                 raise SettingsError(f"{backbone.name} needs an input size of at least "
                                  f"{backbone.min_input_size}, got {size}")
             object.__setattr__(self, "input_size", size)
-        elif self.input_size == NATIVE and not backbone.pooled:
+        elif self.input_size == NATIVE and (backbone.fixed_input or not backbone.pooled):
             raise SettingsError(f"{backbone.name} ({backbone.feature_description}) needs a fixed "
                              f"{backbone.input_size}x{backbone.input_size} input; embedding "
-                             f"at the image's own size works only for pooled backbones")
+                             f"at the image's own size works only for pooled backbones "
+                             f"that take any input size")
 
     @property
     def backbone(self) -> Backbone:
@@ -99,6 +101,13 @@ class EmbedConfig:
 
     def with_(self, **changes) -> EmbedConfig:
         return replace(self, **changes)
+
+
+def _integer(value, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{what} must be a whole number, got {value!r}") from None
 
 
 @dataclass

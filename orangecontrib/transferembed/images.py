@@ -8,7 +8,6 @@ reason that a user can read.
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -34,14 +33,12 @@ def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Imag
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            _check_pixel_count(img)  # catch_warnings is not thread-safe: check again
-            if target is not None and img.format == "JPEG":
-                img.draft("RGB", _draft_size(img, target))
-            img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        img = Image.open(io.BytesIO(data))
+        _check_pixel_count(img)  # before decoding; warnings filters are not thread-safe
+        if target is not None and img.format == "JPEG":
+            img.draft("RGB", _draft_size(target))
+        img.load()
+    except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large, a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise ImageError("not an image file (unknown format)") from None
@@ -58,7 +55,7 @@ def _check_pixel_count(img: Image.Image) -> None:
             f"of {limit} pixels")
 
 
-def _draft_size(img: Image.Image, target: tuple[int, int]) -> tuple[int, int]:
+def _draft_size(target: tuple[int, int]) -> tuple[int, int]:
     # EXIF orientation may swap the axes after decoding; ask for the larger
     # side in both so the draft never falls below the target.
     side = max(target)

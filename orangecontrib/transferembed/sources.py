@@ -217,8 +217,9 @@ def load_npy(path: str | os.PathLike, what: str = "data") -> np.ndarray:
             raise SourceError(f"npy {what} file {path} holds Python objects; these are "
                               f"refused because loading them could run code") from None
         raise SourceError(f"cannot read npy {what} file {path}: {exc}") from None
-    except OSError as exc:
-        raise SourceError(f"cannot read npy {what} file {path}: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise SourceError(f"cannot read npy {what} file {path}: "
+                          f"{exc or 'the file is empty'}") from None
     if not isinstance(array, np.ndarray) or array.dtype.hasobject:
         raise SourceError(f"npy {what} file {path} holds Python objects; refused")
     return array

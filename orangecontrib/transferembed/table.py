@@ -52,9 +52,17 @@ def image_columns(domain: Domain) -> list[Variable]:
 class TableFileSource(FileSource):
     """Image paths from a table's column; rows without a path are skipped."""
 
-    def __init__(self, paths: list[str], base: str | None = None):
+    def __init__(self, paths: list[str], base: str | None = None,
+                 column: Variable | None = None):
         self.missing = np.array([not p for p in paths], bool)
+        self.column = column
         super().__init__([p or "." for p in paths], None, base)
+
+    def subset(self, indices):
+        sub = super().subset(indices)
+        sub.__class__ = TableFileSource
+        sub.missing, sub.column = self.missing[np.asarray(indices, int)], self.column
+        return sub
 
     def read(self, index: int) -> bytes:
         if self.missing[index]:
@@ -74,7 +82,7 @@ def column_paths(data: Table, column: Variable) -> list[str]:
 def table_source(data: Table, column: Variable) -> TableFileSource:
     """A source of the images named in ``column``; relative paths are taken
     from the column's ``origin``."""
-    return TableFileSource(column_paths(data, column), column.attributes.get("origin"))
+    return TableFileSource(column_paths(data, column), column.attributes.get("origin"), column)
 
 
 def natural_order(values) -> list[str]:
@@ -155,10 +163,14 @@ def embeddings_table(result: EmbeddingResult, data: Table | None = None) -> Tabl
         features = feature_variables(result.feature_names)
         return _SourceTable(result.source).table(result.indices, features, result.embeddings,
                                                  name="Embeddings")
-    rows = data[result.indices]
+    attributes, metas = list(data.domain.attributes), list(data.domain.metas)
+    column = getattr(result.source, "column", None)
+    if column in attributes:  # a path is no feature to learn from: it becomes a meta
+        attributes.remove(column)
+        metas.append(column)
+    rows = data[result.indices].transform(Domain(attributes, data.domain.class_vars, metas))
     features = feature_variables(result.feature_names, data.domain)
-    domain = Domain(list(data.domain.attributes) + features, data.domain.class_vars,
-                    data.domain.metas)
+    domain = Domain(attributes + features, data.domain.class_vars, metas)
     X = rows.X.toarray() if sp.issparse(rows.X) else rows.X
     table = Table.from_numpy(domain, np.hstack([X, result.embeddings]), rows.Y, rows.metas,
                              ids=rows.ids, attributes=data.attributes)

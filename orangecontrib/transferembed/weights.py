@@ -10,8 +10,10 @@ with a message that says what to do.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -48,8 +50,11 @@ def normalize_weights(weights: str | os.PathLike | None) -> str | None:
     if weights is None:
         return None
     text = os.fspath(weights)
-    if text.strip().lower() in ("none", "random", ""):
+    if text.strip().lower() in ("none", "random"):
         return None
+    if not text.strip():
+        raise WeightsUnavailableError("Give 'imagenet', 'None' (random weights) or the path "
+                                      "of a weights file; the weights option is empty.")
     if text.strip().lower() == "imagenet":
         return "imagenet"
     path = Path(text).expanduser()
@@ -113,10 +118,12 @@ def download_imagenet(backbone: Backbone, alpha: float = 1.0,
             raise OSError(f"got {done} of {total} bytes")
         os.replace(tmp, target)
         tmp = None
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
+    except urllib.error.URLError as exc:
         raise WeightsUnavailableError(
-            offline_message(backbone, alpha, f"no connection: {reason}")) from None
+            offline_message(backbone, alpha, f"no connection: {exc.reason}")) from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise WeightsUnavailableError(
+            offline_message(backbone, alpha, f"the download failed: {exc!r}")) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

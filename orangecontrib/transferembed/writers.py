@@ -80,8 +80,10 @@ def label_texts(labels: np.ndarray | None, n: int | None = None) -> list[str]:
     """Labels as the strings a user wrote: ``2``, never ``2.0``; missing as ``""``."""
     n = len(labels) if n is None else n
     column = label_column(labels, n)[:, 0]
+    if column.dtype.kind == "S":
+        column = np.char.decode(column, "utf-8", errors="replace")
     if column.dtype.kind == "f":
-        return ["" if not np.isfinite(v) else str(int(v)) if v.is_integer() else f"{v:g}"
+        return ["" if not np.isfinite(v) else str(int(v)) if v.is_integer() else repr(v)
                 for v in column.tolist()]
     return [str(v).strip() for v in column.tolist()]
 

@@ -181,6 +181,8 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
     def __init__(self):
         OWWidget.__init__(self)
         ConcurrentWidgetMixin.__init__(self)
+        if self.model_name.lower() in (name.lower() for name in BACKBONES):
+            self.model_name = get_backbone(self.model_name).name  # as a script may spell it
         self.data: Table | None = None
         self._path_combos: dict[str, QComboBox] = {}
         self._setup_source_box()
@@ -513,7 +515,8 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
         self.report_items((
             ("Images", source),
             ("Backbone", self.model_name),
-            ("Alpha", f"{self.alpha:g}" if get_backbone(self.model_name).has_alpha else None),
+            ("Alpha", f"{self.alpha:g}" if self.model_name in BACKBONES
+             and BACKBONES[self.model_name].has_alpha else None),
             ("Weights", self.weights_path if self.weights == "file" else self.weights),
             ("Batch size", self.batch_size),
             ("Input size", self.input_size),

@@ -398,7 +398,7 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
         if self.weights == "file" and not self.weights_path:
             raise ValueError("Choose a weights file, or use ImageNet or random weights.")
         weights = {"imagenet": "imagenet", "none": None}.get(self.weights, self.weights_path)
-        native = self.input_size == "native" and backbone.pooled
+        native = self.input_size == "native" and backbone.pooled and not backbone.fixed_input
         return engine.EmbedConfig(
             model=backbone.name, weights=weights,
             alpha=float(self.alpha) if backbone.has_alpha else 1.0,

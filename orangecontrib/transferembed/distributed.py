@@ -252,11 +252,7 @@ def run_distributed(source: Source, config: EmbedConfig, client, *,
         found: dict[int, dict[State, PartResult]] = {}
         if shard_dir is not None:
             settings = shards.job_settings(source, config, size)
-            stored = Path(shard_dir) / shards.MANIFEST
-            if stored.exists():  # resume: keep the parts of the first run
-                size = _stored_part_size(stored) or size
-                settings["part_size"] = size
-            found = shards.open_shards(shard_dir, settings)
+            found, size = shards.open_shards(shard_dir, settings)
             shard_dir = str(Path(shard_dir).resolve())
         job = _Job(client, source, config, size, shard_dir, found, window=max(2, 2 * threads))
         try:
@@ -264,15 +260,6 @@ def run_distributed(source: Source, config: EmbedConfig, client, *,
         finally:
             job.cancel()
     return _gather(job, source, config, shard_dir)
-
-
-def _stored_part_size(manifest: Path) -> int | None:
-    import json
-
-    try:
-        return int(json.loads(manifest.read_text(encoding="utf-8"))["job"]["part_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _drive(job: _Job, progress, is_cancelled) -> None:

@@ -90,10 +90,12 @@ def job_settings(source: Source, config: EmbedConfig, part_size: int) -> dict:
             "part_size": part_size, "items": len(source), "source": fingerprint(source)}
 
 
-def open_shards(folder: str | os.PathLike, settings: dict) -> dict[int, dict[State, PartResult]]:
+def open_shards(folder: str | os.PathLike,
+                settings: dict) -> tuple[dict[int, dict[State, PartResult]], int]:
     """Create the folder and manifest, or check that they belong to this job.
 
-    Returns the complete parts already there, by number and start state.
+    Returns the complete parts already there, by number and start state, and
+    the part size: a resumed job keeps the part size of its first run.
     """
     folder = Path(folder)
     manifest = folder / MANIFEST
@@ -101,13 +103,17 @@ def open_shards(folder: str | os.PathLike, settings: dict) -> dict[int, dict[Sta
         folder.mkdir(parents=True, exist_ok=True)
         if manifest.exists():
             stored = json.loads(manifest.read_text(encoding="utf-8"))
-            if stored.get("format") != FORMAT or stored.get("job") != settings:
+            job = stored.get("job")
+            if isinstance(job, dict) and "part_size" in job:
+                settings = {**settings, "part_size": job["part_size"]}
+            if stored.get("format") != FORMAT or job != settings:
                 raise SettingsError(
                     f"--shards folder {folder} holds shards of another job (other input or "
                     f"settings); delete it or choose another folder")
         else:
             text = json.dumps({"format": FORMAT, "job": settings}, indent=1)
             write_atomically([manifest], lambda f: f.write(text), mode="w")
+        size = int(settings["part_size"])
     except (OSError, ValueError) as exc:
         if isinstance(exc, SettingsError):
             raise
@@ -117,7 +123,7 @@ def open_shards(folder: str | os.PathLike, settings: dict) -> dict[int, dict[Sta
         part = _read_meta(meta)
         if part is not None:
             found.setdefault(part.number, {})[part.state] = part
-    return found
+    return found, size
 
 
 def _read_meta(path: Path) -> PartResult | None:

@@ -291,12 +291,18 @@ class Bench:
                 one(path)
             best = min(best, (time.perf_counter() - start) / len(paths))
         value = ips(best)
-        r = self.results
-        r.put("original_ips", value, f"{best * 1000:.1f} ms/image = {value:.1f} images/s "
-              f"(best of {max(1, self.rounds - 1)} passes over {len(paths)} photos)")
-        r.put("ratio_vs_original", self.ours_ips / value,
-              f"ours (CLI) / original: {self.ours_ips / value:.1f}x")
-        r.target("end-to-end (CLI) / original per-image", self.ours_ips / value, 5, "x")
+        self.results.put("original_ips", value, f"{best * 1000:.1f} ms/image = {value:.1f} "
+                         f"images/s (best of {max(1, self.rounds - 1)} passes over "
+                         f"{len(paths)} photos)")
+        self.versus("ratio_vs_original", "original", "original per-image", value, 5)
+
+    def versus(self, key: str, name: str, target: str, value: float | None,
+               goal: float) -> None:
+        """Record ours (CLI) against another method's images/s, and the target."""
+        ratio = None if value is None else self.ours_ips / value
+        if ratio is not None:
+            self.results.put(key, ratio, f"ours (CLI) / {name}: {ratio:.1f}x")
+        self.results.target(f"end-to-end (CLI) / {target}", ratio, goal, "x")
 
     def image_analytics(self) -> None:
         section("Orange3-ImageAnalytics' local SqueezeNet embedder")
@@ -305,7 +311,7 @@ class Bench:
         if not python.exists():
             r.put("ia_ips", None, f"not measured: {python} does not exist (make it with "
                   f"python -m venv and pip install orange3 PyQt6 Orange3-ImageAnalytics)")
-            r.target("end-to-end (CLI) / ImageAnalytics SqueezeNet", None, 3, "x")
+            self.versus("ratio_vs_ia", "ImageAnalytics", "ImageAnalytics SqueezeNet", None, 3)
             return
         lists = self.tmp / "ia_paths.txt"
         order = self.small_rows + [i for i in range(LARGE) if i not in set(self.small_rows)]
@@ -316,7 +322,7 @@ class Bench:
                               env=env, capture_output=True, text=True)
         if proc.returncode:
             r.put("ia_ips", None, f"failed: {proc.stderr.strip()[-600:]}")
-            r.target("end-to-end (CLI) / ImageAnalytics SqueezeNet", None, 3, "x")
+            self.versus("ratio_vs_ia", "ImageAnalytics", "ImageAnalytics SqueezeNet", None, 3)
             return
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         seconds = {int(k): v for k, v in out["seconds"].items()}
@@ -324,9 +330,7 @@ class Bench:
         r.put("ia_ips", value, f"{value:.1f} images/s ({out['features']} features; best "
               f"{seconds[SMALL]:.2f} s for {SMALL}, {seconds[LARGE]:.2f} s for {LARGE}; "
               f"works offline: its weights ship in the ndf package)")
-        r.put("ratio_vs_ia", self.ours_ips / value,
-              f"ours (CLI) / ImageAnalytics: {self.ours_ips / value:.1f}x")
-        r.target("end-to-end (CLI) / ImageAnalytics SqueezeNet", self.ours_ips / value, 3, "x")
+        self.versus("ratio_vs_ia", "ImageAnalytics", "ImageAnalytics SqueezeNet", value, 3)
 
     # -------------------------------------------------------- cache
 

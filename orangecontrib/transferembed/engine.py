@@ -178,7 +178,7 @@ class _Batch:
         return self.buffer is None or self.buffer.shape[1:] == pixels.shape
 
     def add(self, item: _Prepared) -> None:
-        if self.buffer is None or self.buffer.shape[1:] != item.pixels.shape:
+        if self.buffer is None or not self.fits(item.pixels):
             if self.start_shape not in (None, item.pixels.shape):
                 self.start = 0
             self.buffer = np.zeros((self.size,) + item.pixels.shape, np.float32)

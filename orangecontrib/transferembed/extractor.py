@@ -50,8 +50,7 @@ class Extractor:
             f"keras.applications.{backbone.module}").preprocess_input
         shape = (None, input_size, input_size, 3) if input_size else (None, None, None, 3)
 
-        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)],
-                     reduce_retracing=True)
+        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
         def step(batch):
             return model(preprocess(batch), training=False)
 

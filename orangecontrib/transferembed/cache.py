@@ -3,7 +3,8 @@
 Keys hash the model (backbone, weights identity, preprocessing) together with
 a hash of the image's content, so a renamed or touched file still hits and a
 changed file misses. Values are raw float32 bytes. The database runs in WAL
-mode with a busy timeout, so several processes can read and write it at once.
+mode with a busy timeout, and opening it waits out the other connections that open
+it at the same moment, so several processes can read and write it at once.
 A damaged database is moved aside and rebuilt; an error in the middle of a
 run turns the cache off for that run instead of failing it.
 """
@@ -26,14 +27,12 @@ CACHE_DIR_ENV = "TRANSFEREMBED_CACHE_DIR"
 CACHE_SIZE_ENV = "TRANSFEREMBED_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 2048
 DB_NAME = "embeddings-v1.sqlite3"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS embeddings (
-    key TEXT PRIMARY KEY,
-    vector BLOB NOT NULL,
-    used REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings(used);
-"""
+OPEN_TIMEOUT_S = 30.0
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS embeddings "
+    "(key TEXT PRIMARY KEY, vector BLOB NOT NULL, used REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings(used)",
+)
 
 
 def default_cache_dir() -> Path:
@@ -68,13 +67,34 @@ class EmbeddingCache:
             self._conn = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
+        """Open the database, waiting out other processes that open it at once.
+
+        SQLite answers "database is locked" at once, without its busy handler,
+        when several connections switch a new file to WAL or create its schema
+        together; so opening is retried until ``OPEN_TIMEOUT_S`` has passed.
+        """
+        deadline = time.monotonic() + OPEN_TIMEOUT_S
+        pause = 0.005
+        while True:
+            try:
+                return self._open()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 0.25)
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=OPEN_TIMEOUT_S, check_same_thread=False,
                                isolation_level=None)
         try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA busy_timeout = {int(OPEN_TIMEOUT_S * 1000)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
+            with _transaction(conn):
+                for statement in _SCHEMA:
+                    conn.execute(statement)
             conn.execute("SELECT count(*) FROM embeddings WHERE rowid < 2").fetchone()
         except sqlite3.DatabaseError:
             conn.close()
@@ -170,6 +190,14 @@ class EmbeddingCache:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds a lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class _transaction:

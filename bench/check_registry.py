@@ -8,6 +8,8 @@ For each backbone (and each width multiplier ``alpha``) it:
   and checks its real feature size, running it on the minimum input (and, with
   ``--full-size``, on the default input too);
 - checks that one pixel less than the minimum input is refused by Keras;
+- builds the random weights again from another state of Python's ``random`` (which
+  Dask's event loop, say, draws from) and checks that they come out the same;
 - checks the preprocessing mode against the module's own ``preprocess_input``.
 
 Usage: ``python bench/check_registry.py [--full-size] [NAME ...]``; exit status 1 on any
@@ -20,6 +22,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import random
 import sys
 import time
 
@@ -92,6 +95,17 @@ def min_size_refused(keras, backbone: Backbone, alpha: float) -> bool:
     return False
 
 
+def same_random_weights(extractor) -> bool:
+    """Whether building ``extractor`` again, from another state of Python's ``random``,
+    gives its weights (Keras draws the seed of an unseeded initializer from it)."""
+    from orangecontrib.transferembed.extractor import Extractor
+
+    random.seed(time.perf_counter_ns())
+    again = Extractor(extractor.backbone, None, extractor.alpha, extractor.input_size)
+    return all(np.array_equal(a, b) for a, b in
+               zip(extractor.model.get_weights(), again.model.get_weights(), strict=True))
+
+
 def check(keras, backbone: Backbone, alpha: float, full_size: bool = False) -> list[str]:
     """The mismatches between the registry and Keras for one backbone and alpha."""
     from orangecontrib.transferembed.extractor import Extractor
@@ -115,6 +129,8 @@ def check(keras, backbone: Backbone, alpha: float, full_size: bool = False) -> l
         extractor = Extractor(backbone, None, alpha, backbone.input_size)
     if extractor.feature_size != expected:
         problems.append(f"feature size {expected} != built {extractor.feature_size}")
+    if not same_random_weights(extractor):
+        problems.append("random weights change when another thread uses Python's random")
     for side in sizes:
         try:
             out = extractor(np.full((1, side, side, 3), 128, np.float32))

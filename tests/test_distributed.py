@@ -97,6 +97,18 @@ def test_files_bitwise_equal_in_order_with_skips(client, photos, reference):
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+def test_random_weights_bitwise_equal(client, photos):
+    # Keras seeds unseeded initializers from Python's random, which a worker's event
+    # loop also draws from; the weights must not depend on it.
+    config = EmbedConfig(model="MobileNet", weights=None, alpha=0.25, input_size=64,
+                         batch_size=8, cache=False)
+    subset = photos.subset(range(24))
+    result = run_distributed(subset, config, client)
+    expected = run(subset, config)
+    assert np.count_nonzero(expected.embeddings) > 0
+    assert_same(result, expected)
+
+
 def test_npy_rows_scattered_and_equal(client, seed_toy):
     source = npy_source(seed_toy / "toy_data.npy", seed_toy / "toy_labels.npy", 45, 80, 3)
     source = source.subset(range(30))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +202,32 @@ def test_config_is_checked_up_front():
     with pytest.raises(ValueError, match="alpha"):
         EmbedConfig(alpha=0.3, weights=None)
     assert EmbedConfig(model="mobilenet", weights="NONE").weights is None
+
+
+def test_random_weights_do_not_depend_on_other_threads():
+    # Keras draws an unseeded initializer's seed from Python's process-wide random.
+    from orangecontrib.transferembed.backbones import get_backbone
+    from orangecontrib.transferembed.extractor import Extractor
+
+    backbone = get_backbone("MobileNet")
+    quiet = Extractor(backbone, None, 0.25, 32).model.get_weights()
+    stop = threading.Event()
+
+    def draw():
+        while not stop.is_set():
+            random.random()
+            time.sleep(0.0001)
+
+    thread = threading.Thread(target=draw)
+    thread.start()
+    try:
+        busy = Extractor(backbone, None, 0.25, 32).model.get_weights()
+    finally:
+        stop.set()
+        thread.join()
+    assert all(np.array_equal(a, b) for a, b in zip(quiet, busy, strict=True))
+    kernels = [w for w in quiet if w.ndim == 4]
+    assert len({w.tobytes() for w in kernels}) == len(kernels)  # no two layers alike
 
 
 def test_weights_from_a_file(tmp_path, shared_data):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import hashlib
 import importlib
 import importlib.util
 import os
-import random
 import sys
 import threading
 from collections import OrderedDict
@@ -43,7 +43,7 @@ class Extractor:
         import tensorflow as tf
 
         self.backbone = backbone
-        self.input_size = input_size
+        self.alpha, self.input_size = alpha, input_size
         model = _build(keras, backbone, alpha, input_size, weights_path)
         self.feature_size = int(model.output_shape[-1])
         preprocess = importlib.import_module(
@@ -108,22 +108,15 @@ def _build(keras, backbone: Backbone, alpha: float, input_size: int | None,
     kwargs = {"weights": None}
     if backbone.has_alpha:
         kwargs["alpha"] = alpha
-    state = (random.getstate(), np.random.get_state())
-    keras.utils.set_random_seed(RANDOM_SEED)  # reproducible random weights
-    try:
-        if backbone.pooled:
-            side = input_size
-            model = constructor(include_top=False, pooling="avg",
-                                input_shape=(side, side, 3), **kwargs)
-            full = model
-        else:
-            full = constructor(include_top=True, **kwargs)
-            model = keras.Model(full.inputs, full.get_layer(backbone.feature_layer).output,
-                                name=f"{backbone.name}_{backbone.feature_layer}")
-    finally:
-        random.setstate(state[0])
-        np.random.set_state(state[1])
-    if weights_path is not None:
+    if backbone.pooled:
+        side = input_size
+        full = constructor(include_top=False, pooling="avg", input_shape=(side, side, 3),
+                           **kwargs)
+    else:
+        full = constructor(include_top=True, **kwargs)
+    if weights_path is None:
+        full = _with_seeded_initializers(keras, full)
+    else:
         try:
             full.load_weights(weights_path)
         except Exception as exc:  # Keras raises many types for a wrong file
@@ -132,7 +125,45 @@ def _build(keras, backbone: Backbone, alpha: float, input_size: int | None,
                 f"The file must hold {backbone.name} weights "
                 f"({'with' if not backbone.pooled else 'without'} the classifier top, "
                 f"as Keras' {backbone.weights_filename(alpha)}).") from None
-    return model
+    if backbone.pooled:
+        return full
+    return keras.Model(full.inputs, full.get_layer(backbone.feature_layer).output,
+                       name=f"{backbone.name}_{backbone.feature_layer}")
+
+
+def _with_seeded_initializers(keras, model):
+    """``model`` rebuilt with every random initializer seeded from its layer's position.
+
+    Keras draws an unseeded initializer's seed from Python's process-wide
+    ``random`` when the layer is made, so any other thread that uses ``random``
+    meanwhile (Dask's event loop, say) changes the weights. Explicit seeds make
+    random weights the same in every process and thread, whatever ran before.
+    """
+    positions = {id(layer): number for number, layer in enumerate(model.layers)}
+
+    def clone(layer):
+        config = layer.get_config()
+        if id(layer) in positions:  # not a bare operation (those hold no weights)
+            seed_base = f"{RANDOM_SEED}:{positions[id(layer)]}:{type(layer).__name__}"
+            config = _seed_config(config, seed_base)
+        return type(layer).from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def _seed_config(config, path: str):
+    """A layer config with a fixed seed for every unseeded Keras initializer in it."""
+    if isinstance(config, list):
+        return [_seed_config(value, f"{path}/{i}") for i, value in enumerate(config)]
+    if not isinstance(config, dict):
+        return config
+    config = {key: _seed_config(value, f"{path}/{key}") for key, value in config.items()}
+    inner = config.get("config")
+    if (config.get("module") == "keras.initializers" and isinstance(inner, dict)
+            and "seed" in inner and inner["seed"] is None):
+        digest = hashlib.sha256(path.encode()).digest()
+        config["config"] = {**inner, "seed": int.from_bytes(digest[:4], "little") >> 1}
+    return config
 
 
 def get_extractor(backbone: Backbone, weights_path: str | None, weights_id: str,

@@ -153,7 +153,7 @@ def weights_identity(backbone: Backbone, weights: str | None, alpha: float = 1.0
     """
     weights = normalize_weights(weights)
     if weights is None:
-        return f"random-seed{RANDOM_SEED}"
+        return f"random-v2-seed{RANDOM_SEED}"  # v2: seeds fixed per layer
     if weights == "imagenet":
         return "imagenet:" + backbone.weights_filename(alpha)
     stat = os.stat(weights)

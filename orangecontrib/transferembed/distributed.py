@@ -83,6 +83,9 @@ def _configure_tensorflow(threads: int) -> None:
     if _tensorflow_configured:
         return
     _tensorflow_configured = True
+    from .extractor import import_tensorflow
+
+    import_tensorflow()
     import tensorflow as tf
 
     try:

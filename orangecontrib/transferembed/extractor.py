@@ -26,6 +26,8 @@ from .weights import RANDOM_SEED
 _CACHE_SIZE = 2
 _extractors: OrderedDict[tuple, Extractor] = OrderedDict()
 _lock = threading.Lock()
+_import_lock = threading.Lock()
+_tensorflow_imported = False
 
 
 class Extractor:
@@ -73,18 +75,21 @@ def import_tensorflow() -> None:
     ctypes (which releases the GIL), and the collector rests during the
     import; the imported objects are then frozen out of later collections.
     """
-    if "keras" in sys.modules and "tensorflow" in sys.modules:
-        return
-    _preload_shared_libraries()
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
+    global _tensorflow_imported
+    with _import_lock:  # TensorFlow's import breaks when two threads run it at once
+        if _tensorflow_imported:
+            return
+        _preload_shared_libraries()
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            import keras  # noqa: F401
+            import tensorflow  # noqa: F401
+        finally:
+            gc.freeze()
+            if enabled:
+                gc.enable()
+        _tensorflow_imported = True
 
 
 def _preload_shared_libraries() -> None:

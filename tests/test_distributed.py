@@ -162,6 +162,9 @@ def test_shards_resume_skips_complete_parts(client, photos, reference, tmp_path)
     assert complete  # parts that finished before (or while) it stopped
     result = run_distributed(photos, CONFIG, client, shard_dir=str(shards))
     assert_same(result, reference)
+    # gathered from the part files into a disk-backed array, which leaves no file
+    assert isinstance(result.embeddings.base, np.memmap)
+    assert not list(shards.glob("gathered-*"))
     for path, mtime in complete.items():  # not computed again
         assert not path.exists() or path.stat().st_mtime_ns == mtime
     assert sorted(p.name for p in shards.glob("part-00000*")) == [

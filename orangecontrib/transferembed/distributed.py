@@ -290,20 +290,21 @@ def _drive(job: _Job, progress, is_cancelled) -> None:
 
 def _gather(job: _Job, source: Source, config: EmbedConfig,
             shard_dir: str | None) -> EmbeddingResult:
-    indices, blocks = [], []
-    for part in job.accepted:
-        if shard_dir is not None:
-            part_indices, part_embeddings = shards.read_part(shard_dir, part)
-        else:
-            part_indices, part_embeddings = part.indices, part.embeddings
-        indices.append(np.asarray(part_indices, np.int64))
-        blocks.append(part_embeddings)
+    """The accepted parts as one result; from the shard files when there are some."""
     size = config.feature_size
-    embeddings = np.concatenate(blocks) if blocks else np.empty((0, size), np.float32)
+    if shard_dir is not None:
+        indices = [shards.read_indices(shard_dir, part) for part in job.accepted]
+        rows = sum(len(block) for block in indices)
+        embeddings = shards.gather_embeddings(shard_dir, job.accepted, rows, size)
+    else:
+        indices = [part.indices for part in job.accepted]
+        blocks = [part.embeddings for part in job.accepted]
+        embeddings = np.concatenate(blocks) if blocks else np.empty((0, size), np.float32)
     skipped = [Skipped(i, source.describe(i), reason)
                for part in job.accepted for i, reason in part.skipped]
     return EmbeddingResult(np.ascontiguousarray(embeddings, np.float32),
-                           np.concatenate(indices) if indices else np.empty(0, np.int64),
+                           np.concatenate(indices).astype(np.int64) if indices
+                           else np.empty(0, np.int64),
                            skipped, source, config,
                            sum(part.n_cached for part in job.accepted))
 

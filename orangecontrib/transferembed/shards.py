@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,12 +161,32 @@ def write_part(folder: str | os.PathLike, part: PartResult, labels: np.ndarray |
     write_atomically([stem.with_suffix(".json")], lambda f: json.dump(meta, f), mode="w")
 
 
-def read_part(folder: str | os.PathLike, part: PartResult) -> tuple[np.ndarray, np.ndarray]:
-    """A complete part's global indices and embeddings."""
+def read_indices(folder: str | os.PathLike, part: PartResult) -> np.ndarray:
+    """A complete part's global indices."""
     stem = part_stem(Path(folder), part.number, part.state)
-    indices = np.load(f"{stem}.indices.npy", allow_pickle=False)
-    embeddings = np.load(f"{stem}.embeddings.npy", allow_pickle=False)
-    return indices, embeddings
+    return np.load(f"{stem}.indices.npy", allow_pickle=False)
+
+
+def gather_embeddings(folder: str | os.PathLike, parts: list[PartResult], rows: int,
+                      width: int) -> np.ndarray:
+    """All parts' embeddings, in order, in one array backed by disk, not memory.
+
+    The array maps a nameless temporary file in ``folder``, so a job larger
+    than memory still gathers, and nothing is left behind.
+    """
+    if rows == 0:
+        return np.empty((0, width), np.float32)
+    with tempfile.TemporaryFile(dir=folder, prefix="gathered-") as file:
+        out = np.memmap(file, np.float32, "w+", shape=(rows, width))
+    start = 0
+    for part in parts:
+        stem = part_stem(Path(folder), part.number, part.state)
+        block = np.load(f"{stem}.embeddings.npy", mmap_mode="r", allow_pickle=False)
+        out[start:start + len(block)] = block
+        start += len(block)
+    if start != rows or out.shape[1] != width:
+        raise ValueError(f"shard folder {folder}: the parts hold {start} rows, expected {rows}")
+    return out
 
 
 def remove_others(folder: str | os.PathLike, number: int, keep: State) -> None:

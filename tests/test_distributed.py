@@ -109,6 +109,17 @@ def test_random_weights_bitwise_equal(client, photos):
     assert_same(result, expected)
 
 
+def test_cache_gets_only_accepted_parts(client, photos, reference, tmp_path):
+    # The skipped images make parts run on wrong guesses first; what those runs
+    # computed must not reach the cache, where the right runs would read it.
+    config = CONFIG.with_(cache=str(tmp_path / "cache"))
+    result = run_distributed(photos, config, client)
+    assert_same(result, reference)
+    again = run(photos, config)  # one process, served by the cache the cluster filled
+    assert again.n_cached == len(again) == len(reference)
+    assert_same(again, reference)
+
+
 def test_npy_rows_scattered_and_equal(client, seed_toy):
     source = npy_source(seed_toy / "toy_data.npy", seed_toy / "toy_labels.npy", 45, 80, 3)
     source = source.subset(range(30))

@@ -10,7 +10,8 @@ that the result is bitwise equal to a single process, every part starts at the
 batch row where the single-process run would put its first image: the
 ``tail`` of the part before. Parts run in parallel on a guess (the state the
 known parts lead to; nothing changes when no image is skipped or cached); a
-part whose guess proves wrong runs again.
+part whose guess proves wrong runs again. For the same reason workers only
+read the embedding cache; a part's vectors are stored once it is accepted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import engine, shards
+from .cache import EmbeddingCache, open_cache
 from .engine import EmbedConfig, EmbeddingResult, Skipped
 from .errors import EmbeddingCancelled, SettingsError, TransferEmbedError
 from .shards import START, PartResult, State
@@ -104,10 +106,13 @@ def embed_part(source: Source, config: EmbedConfig, number: int, start: int, sta
     except (ImportError, ValueError, AttributeError):
         threads = 1
     _configure_tensorflow(threads)
-    result = engine.run(source, config, offset=state[0], offset_shape=state[1])
+    # The cache is only read here: a part that runs on a wrong guess, or whose worker
+    # dies, must not leave vectors that its own re-run would then read.
+    result = engine.run(source, config, offset=state[0], offset_shape=state[1], store=False)
     part = PartResult(number, state, result.tail, result.indices + start, result.embeddings,
                       [(item.index + start, item.reason) for item in result.skipped],
-                      result.n_cached)
+                      result.n_cached,
+                      {index + start: key for index, key in result.new_keys.items()})
     if shard_dir is not None:
         shards.write_part(shard_dir, part, result.labels)
         part.embeddings = None
@@ -119,8 +124,9 @@ class _Job:
 
     def __init__(self, client, source: Source, config: EmbedConfig, size: int,
                  shard_dir: str | None, found: dict[int, dict[State, PartResult]],
-                 window: int):
+                 window: int, cache: EmbeddingCache | None = None):
         self.client, self.source, self.config = client, source, config
+        self.cache = cache
         self.bounds = [(s, min(s + size, len(source))) for s in range(0, len(source), size)]
         self.shard_dir = shard_dir
         self.candidates = found
@@ -220,8 +226,21 @@ class _Job:
                 shards.remove_others(self.shard_dir, part.number, part.state)
             self.candidates.pop(self.frontier)
             self.chunks.pop(self.frontier, None)
+            self._store(part)
             self.accepted.append(part)
             self.state = part.tail
+
+    def _store(self, part: PartResult) -> None:
+        """Put an accepted part's computed vectors into the cache."""
+        if self.cache is None or not part.new_keys:
+            return
+        if part.embeddings is None:  # in the shard folder
+            indices, embeddings = shards.read_part(self.shard_dir, part)
+        else:
+            indices, embeddings = part.indices, part.embeddings
+        rows = {int(index): row for row, index in enumerate(indices)}
+        self.cache.put_many({key: embeddings[rows[index]]
+                             for index, key in part.new_keys.items() if index in rows})
 
     def cancel(self) -> None:
         pending = list(self.futures.values()) + [c for c in self.chunks.values()
@@ -257,11 +276,15 @@ def run_distributed(source: Source, config: EmbedConfig, client, *,
             settings = shards.job_settings(source, config, size)
             found, size = shards.open_shards(shard_dir, settings)
             shard_dir = str(Path(shard_dir).resolve())
-        job = _Job(client, source, config, size, shard_dir, found, window=max(2, 2 * threads))
+        cache = open_cache(config.cache)
+        job = _Job(client, source, config, size, shard_dir, found, window=max(2, 2 * threads),
+                   cache=cache)
         try:
             _drive(job, progress, is_cancelled)
         finally:
             job.cancel()
+            if cache is not None:
+                cache.close()
     return _gather(job, source, config, shard_dir)
 
 
@@ -293,7 +316,7 @@ def _gather(job: _Job, source: Source, config: EmbedConfig,
     """The accepted parts as one result; from the shard files when there are some."""
     size = config.feature_size
     if shard_dir is not None:
-        indices = [shards.read_indices(shard_dir, part) for part in job.accepted]
+        indices = [shards.read_part(shard_dir, part)[0] for part in job.accepted]
         rows = sum(len(block) for block in indices)
         embeddings = shards.gather_embeddings(shard_dir, job.accepted, rows, size)
     else:

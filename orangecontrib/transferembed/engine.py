@@ -133,6 +133,9 @@ class EmbeddingResult:
     #: Rows and item shape (native size only) of the last, partly filled batch:
     #: where the next part of a larger job continues (see ``offset`` of :func:`run`).
     tail: tuple[int, tuple | None] = (0, None)
+    #: Cache keys of the items computed (not read from the cache), by position in
+    #: the source; only when :func:`run` was told not to store them (``store=False``).
+    new_keys: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.labels is None and self.source.labels is not None:
@@ -200,11 +203,13 @@ def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
         is_cancelled: IsCancelled | None = None,
         download_progress: ByteProgress | None = None,
         cache: EmbeddingCache | None = None, *, offset: int = 0,
-        offset_shape: tuple | None = None) -> EmbeddingResult:
+        offset_shape: tuple | None = None, store: bool = True) -> EmbeddingResult:
     """Embed every item of ``source``; skip (with reasons) those that fail.
 
     ``offset`` (with ``offset_shape`` at native size) is where the first
     batch starts: a part of a job continues the ``tail`` of the part before.
+    With ``store=False`` the cache is only read, and the result lists the keys
+    of the computed items instead (a cluster stores a part once it is accepted).
     """
     backbone = config.backbone
     total = len(source)
@@ -220,6 +225,7 @@ def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
     extractor = None
     n_cached = 0
     done = 0
+    new_keys: dict[int, str] = {}
 
     def prepare(index: int) -> _Prepared:
         try:
@@ -253,8 +259,10 @@ def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
         out[rows] = features[first:first + len(rows)]
         batch.start = 0
         embedded[rows] = True
-        if cache is not None:
+        if cache is not None and store:
             cache.put_many({item.key: out[item.index] for item in batch.items})
+        elif cache is not None:
+            new_keys.update((item.index, item.key) for item in batch.items)
         done += len(batch.items)
         batch.items = []
 
@@ -306,7 +314,8 @@ def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
     _report(progress, total, total)
     indices = np.flatnonzero(embedded)
     embeddings = out if len(indices) == total else out[indices]
-    return EmbeddingResult(embeddings, indices, skipped, source, config, n_cached, tail=tail)
+    return EmbeddingResult(embeddings, indices, skipped, source, config, n_cached, tail=tail,
+                           new_keys=new_keys)
 
 
 def _report(progress: Progress | None, done: int, total: int) -> None:

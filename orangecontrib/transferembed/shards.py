@@ -45,6 +45,8 @@ class PartResult:
     embeddings: np.ndarray | None  #: None once written to a shard
     skipped: list[tuple[int, str]] = field(default_factory=list)  #: (global index, reason)
     n_cached: int = 0
+    #: Cache keys of the computed rows, by global index: stored once the part is accepted.
+    new_keys: dict[int, str] = field(default_factory=dict)
 
 
 def as_state(value) -> State:
@@ -161,10 +163,12 @@ def write_part(folder: str | os.PathLike, part: PartResult, labels: np.ndarray |
     write_atomically([stem.with_suffix(".json")], lambda f: json.dump(meta, f), mode="w")
 
 
-def read_indices(folder: str | os.PathLike, part: PartResult) -> np.ndarray:
-    """A complete part's global indices."""
+def read_part(folder: str | os.PathLike, part: PartResult) -> tuple[np.ndarray, np.ndarray]:
+    """A complete part's global indices, and its embeddings (memory-mapped)."""
     stem = part_stem(Path(folder), part.number, part.state)
-    return np.load(f"{stem}.indices.npy", allow_pickle=False)
+    indices = np.load(f"{stem}.indices.npy", allow_pickle=False)
+    embeddings = np.load(f"{stem}.embeddings.npy", mmap_mode="r", allow_pickle=False)
+    return indices, embeddings
 
 
 def gather_embeddings(folder: str | os.PathLike, parts: list[PartResult], rows: int,
@@ -180,8 +184,7 @@ def gather_embeddings(folder: str | os.PathLike, parts: list[PartResult], rows: 
         out = np.memmap(file, np.float32, "w+", shape=(rows, width))
     start = 0
     for part in parts:
-        stem = part_stem(Path(folder), part.number, part.state)
-        block = np.load(f"{stem}.embeddings.npy", mmap_mode="r", allow_pickle=False)
+        block = read_part(folder, part)[1]
         out[start:start + len(block)] = block
         start += len(block)
     if start != rows or out.shape[1] != width:

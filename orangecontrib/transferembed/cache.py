@@ -88,7 +88,6 @@ class EmbeddingCache:
         conn = sqlite3.connect(self.path, timeout=OPEN_TIMEOUT_S, check_same_thread=False,
                                isolation_level=None)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(OPEN_TIMEOUT_S * 1000)}")
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")

@@ -316,18 +316,15 @@ def _gather(job: _Job, source: Source, config: EmbedConfig,
     """The accepted parts as one result; from the shard files when there are some."""
     size = config.feature_size
     if shard_dir is not None:
-        indices = [shards.read_part(shard_dir, part)[0] for part in job.accepted]
-        rows = sum(len(block) for block in indices)
-        embeddings = shards.gather_embeddings(shard_dir, job.accepted, rows, size)
+        indices, embeddings = shards.gather(shard_dir, job.accepted, size)
+    elif job.accepted:
+        indices = np.concatenate([part.indices for part in job.accepted]).astype(np.int64)
+        embeddings = np.concatenate([part.embeddings for part in job.accepted])
     else:
-        indices = [part.indices for part in job.accepted]
-        blocks = [part.embeddings for part in job.accepted]
-        embeddings = np.concatenate(blocks) if blocks else np.empty((0, size), np.float32)
+        indices, embeddings = np.empty(0, np.int64), np.empty((0, size), np.float32)
     skipped = [Skipped(i, source.describe(i), reason)
                for part in job.accepted for i, reason in part.skipped]
-    return EmbeddingResult(np.ascontiguousarray(embeddings, np.float32),
-                           np.concatenate(indices).astype(np.int64) if indices
-                           else np.empty(0, np.int64),
+    return EmbeddingResult(np.ascontiguousarray(embeddings, np.float32), indices,
                            skipped, source, config,
                            sum(part.n_cached for part in job.accepted))
 

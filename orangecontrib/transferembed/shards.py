@@ -163,33 +163,43 @@ def write_part(folder: str | os.PathLike, part: PartResult, labels: np.ndarray |
     write_atomically([stem.with_suffix(".json")], lambda f: json.dump(meta, f), mode="w")
 
 
+def _load(folder: str | os.PathLike, part: PartResult, kind: str,
+          mmap_mode: str | None = None) -> np.ndarray:
+    stem = part_stem(Path(folder), part.number, part.state)
+    return np.load(f"{stem}.{kind}.npy", mmap_mode=mmap_mode, allow_pickle=False)
+
+
 def read_part(folder: str | os.PathLike, part: PartResult) -> tuple[np.ndarray, np.ndarray]:
     """A complete part's global indices, and its embeddings (memory-mapped)."""
-    stem = part_stem(Path(folder), part.number, part.state)
-    indices = np.load(f"{stem}.indices.npy", allow_pickle=False)
-    embeddings = np.load(f"{stem}.embeddings.npy", mmap_mode="r", allow_pickle=False)
-    return indices, embeddings
+    return _load(folder, part, "indices"), _load(folder, part, "embeddings", "r")
 
 
-def gather_embeddings(folder: str | os.PathLike, parts: list[PartResult], rows: int,
-                      width: int) -> np.ndarray:
-    """All parts' embeddings, in order, in one array backed by disk, not memory.
+def gather(folder: str | os.PathLike, parts: list[PartResult],
+           width: int) -> tuple[np.ndarray, np.ndarray]:
+    """All parts' global indices and embeddings, in order; the embeddings in one
+    array backed by disk, not memory.
 
     The array maps a nameless temporary file in ``folder``, so a job larger
-    than memory still gathers, and nothing is left behind.
+    than memory still gathers, and nothing is left behind. Parts are mapped
+    one at a time.
     """
+    indices = [_load(folder, part, "indices") for part in parts]
+    rows = sum(len(block) for block in indices)
+    all_indices = np.concatenate(indices).astype(np.int64) if indices \
+        else np.empty(0, np.int64)
     if rows == 0:
-        return np.empty((0, width), np.float32)
+        return all_indices, np.empty((0, width), np.float32)
     with tempfile.TemporaryFile(dir=folder, prefix="gathered-") as file:
         out = np.memmap(file, np.float32, "w+", shape=(rows, width))
     start = 0
-    for part in parts:
-        block = read_part(folder, part)[1]
+    for part, part_indices in zip(parts, indices, strict=True):
+        block = _load(folder, part, "embeddings", "r")
+        if block.shape != (len(part_indices), width):
+            raise ValueError(f"shard folder {folder}: part {part.number} holds embeddings "
+                             f"of shape {block.shape}, expected {(len(part_indices), width)}")
         out[start:start + len(block)] = block
         start += len(block)
-    if start != rows or out.shape[1] != width:
-        raise ValueError(f"shard folder {folder}: the parts hold {start} rows, expected {rows}")
-    return out
+    return all_indices, out
 
 
 def remove_others(folder: str | os.PathLike, number: int, keep: State) -> None:

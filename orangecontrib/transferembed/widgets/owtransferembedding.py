@@ -439,11 +439,8 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
         self.cancel_button.setEnabled(False)
         try:
             config = self._config()
-        except WeightsUnavailableError as exc:
-            self.Error.weights_unavailable(str(exc))
-            config = None
         except (TransferEmbedError, ValueError) as exc:
-            self.Error.settings(str(exc))
+            self._show_error(exc)
             config = None
         maker, data = self._source_maker()
         if config is None or maker is None:
@@ -490,6 +487,10 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
         self.Information.downloading.clear()
         self._send(None, None)
         self.status_label.setText("Nothing embedded.")
+        self._show_error(ex)
+
+    def _show_error(self, ex: Exception):
+        """The message for an error of the settings, the source or the run."""
         if isinstance(ex, EmbeddingCancelled):
             self.Information.cancelled()
         elif isinstance(ex, SourceError):

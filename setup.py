@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Orange3-TransferEmbed: image embeddings from ImageNet-pretrained CNNs for Orange."""
 
+import json
 import os
+import posixpath
 import re
 from pathlib import Path
 
@@ -36,20 +38,25 @@ INSTALL_REQUIRES = [
     "keras>=3",
     "numpy>=1.24",
     "Pillow>=10",
+    "scikit-learn>=1.2",
+    "matplotlib>=3.5",
     "tqdm>=4.60",
     "platformdirs>=3",
 ]
 
 DOC_REQUIRE = ["sphinx>=7", "myst-parser>=2"]
 DASK_REQUIRE = ["dask[distributed]>=2024.1"]
+#: A faster int8 runtime on CPUs without VNNI (doc/performance.md); optional.
+OPENVINO_REQUIRE = ["openvino>=2024.0"]
 
 EXTRAS_REQUIRE = {
     "dask": DASK_REQUIRE,
     "qt": ["PyQt6>=6.5"],
     # The add-on tests build the help and a wheel (offline, without build isolation);
-    # the cluster tests need the dask extra.
+    # the cluster tests need the dask extra, the runtime tests the openvino one.
+    "openvino": OPENVINO_REQUIRE,
     "test": ["pytest>=7", "PyQt6>=6.5", "ruff", "build", "setuptools>=61", "wheel",
-             *DOC_REQUIRE, *DASK_REQUIRE],
+             "markdown>=3", *DOC_REQUIRE, *DASK_REQUIRE, *OPENVINO_REQUIRE],
     "doc": DOC_REQUIRE,
 }
 
@@ -77,25 +84,74 @@ PROJECT_URLS = {
     "Bug Tracker": URL + "/issues",
 }
 
-#: Where the built help lands, under ``sysconfig.get_path("data")``; the
-#: widget's ``WIDGET_HELP_PATH`` looks for ``index.html`` there.
-HELP_SOURCE = "doc/_build/html"
+#: The widgets' help, rendered from their Markdown pages on every build, and where it is
+#: installed (under ``sysconfig.get_path("data")``), which ``WIDGET_HELP_PATH`` names.
+HELP_PAGES = "doc/widgets.json"
+HELP_SOURCE = "doc/_help"
 HELP_TARGET = "help/orange3-transferembed"
+HELP_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body {{ font-family: sans-serif; max-width: 52em; margin: 1em auto; padding: 0 1em;
+line-height: 1.45; }} img {{ max-width: 100%; }} code {{ background: #f3f3f3; }}</style>
+</head><body>
+{body}
+</body></html>
+"""
 
 
-def help_data_files(local_dir: str = HELP_SOURCE, install_dir: str = HELP_TARGET):
-    """``data_files`` entries for the built HTML help, if it was built
-    (``python -m sphinx -b html doc doc/_build/html``); none otherwise."""
-    files = []
-    for dirpath, dirs, names in os.walk(HERE / local_dir):
-        dirs.sort()
-        rel = os.path.relpath(dirpath, HERE)
-        visible = sorted(n for n in names if not n.startswith("."))
-        if visible:
-            target = install_dir + rel[len(local_dir):].replace(os.sep, "/")
-            files.append((target, [os.path.join(rel, n).replace(os.sep, "/")
-                                   for n in visible]))
-    return sorted(files)
+def _online(match) -> str:
+    """A link from a widget's page to another page of the documentation: online."""
+    page = posixpath.normpath(posixpath.join("widgets", match.group(1)))
+    return f'href="{DOCS_URL}{page}.html{match.group(2) or ""}"'
+
+
+def render_help(out: Path = HERE / HELP_SOURCE) -> list[Path]:
+    """Render the widgets' help pages and their index (Orange's F1 finds a widget
+    in the index by its name); the files written. Needs Python-Markdown."""
+    import shutil
+
+    import markdown
+
+    categories = json.loads((HERE / HELP_PAGES).read_text(encoding="utf-8"))
+    links, written = [], []
+    for _category, widgets in categories:
+        for widget in widgets:
+            source = HERE / "doc" / widget["doc"]
+            body = markdown.markdown(source.read_text(encoding="utf-8"),
+                                     extensions=["tables", "fenced_code"])
+            body = re.sub(r'href="([\w./-]+)\.md(#[\w-]+)?"', _online, body)
+            page = out / Path(widget["doc"]).with_suffix(".html")
+            page.parent.mkdir(parents=True, exist_ok=True)
+            page.write_text(HELP_PAGE.format(title=widget["text"], body=body), encoding="utf-8")
+            written.append(page)
+            for image in re.findall(r'src="([^"]+)"', body):
+                found = (source.parent / image).resolve()
+                if found.is_file() and HERE in found.parents:
+                    target = (page.parent / image).resolve()
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(found, target)
+                    written.append(target)
+            links.append(f'<li><a href="{page.relative_to(out).as_posix()}">'
+                         f'{widget["text"]}</a></li>')
+    index = out / "index.html"
+    index.write_text(HELP_PAGE.format(title=NAME, body=f'<h1>{NAME}</h1>\n<div id="widgets">'
+                                      f'<ul>{"".join(links)}</ul></div>'), encoding="utf-8")
+    return [index, *written]
+
+
+def help_data_files() -> list[tuple[str, list[str]]]:
+    """``data_files`` for the help, rendered now; none where Markdown is missing."""
+    try:
+        files = render_help()
+    except ImportError:
+        print("warning: Python-Markdown is missing: the widgets' help is not included")
+        return []
+    folders: dict[str, list[str]] = {}
+    for path in files:
+        inside = path.parent.relative_to(HERE / HELP_SOURCE).as_posix()
+        folder = posixpath.normpath(posixpath.join(HELP_TARGET, inside))
+        folders.setdefault(folder, []).append(path.relative_to(HERE).as_posix())
+    return sorted((folder, sorted(set(names))) for folder, names in folders.items())
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import zipfile
 from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from pathlib import Path
@@ -25,6 +26,7 @@ DIST_NAME = "Orange3-TransferEmbed"
 CATEGORY = "Transfer Embed"
 WIDGET_NAME = "Transfer Embedding"
 WIDGET = "orangecontrib.transferembed.widgets.owtransferembedding.OWTransferEmbedding"
+COMPARE = "orangecontrib.transferembed.widgets.owcomparebackbones.OWCompareBackbones"
 TUTORIALS = ROOT / "orangecontrib" / "transferembed" / "tutorials"
 WORKFLOWS = sorted(TUTORIALS.glob("*.ows"))
 HELP_DIR = "help/orange3-transferembed"
@@ -46,7 +48,8 @@ def _source_files(root: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> dict:
-    """Build the HTML help and then the wheel, once, in a copy of the tree."""
+    """The sdist, and a wheel built from it, once, from a copy of the tree with no
+    documentation built beforehand (as a plain ``pip wheel``/``python -m build`` makes)."""
     tmp = tmp_path_factory.mktemp("addon-build")
     src = tmp / "src"
     for name in _source_files(ROOT):
@@ -54,15 +57,24 @@ def built(tmp_path_factory) -> dict:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    subprocess.run([sys.executable, "-m", "sphinx", "-q", "-b", "html", "doc",
-                    "doc/_build/html"], cwd=src, check=True, env=env)
     dist = tmp / "dist"
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "-o",
+                    str(dist)], cwd=src, check=True, env=env, capture_output=True)
+    sdists = list(dist.glob("*.tar.gz"))
+    assert len(sdists) == 1, sdists
+    unpacked = tmp / "unpacked"
+    with tarfile.open(sdists[0]) as archive:
+        archive.extractall(unpacked, filter="data")
+    (root,) = unpacked.iterdir()
+    shutil.rmtree(root / "doc" / "_help")  # the wheel renders the help again
     subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps",
                     "--no-build-isolation", "--no-index", "-q", "-w", str(dist)],
-                   cwd=src, check=True, env=env)
+                   cwd=root, check=True, env=env)
     wheels = list(dist.glob("*.whl"))
     assert len(wheels) == 1, wheels
-    return {"src": src, "wheel": wheels[0], "help": src / "doc" / "_build" / "html"}
+    with tarfile.open(sdists[0]) as archive:
+        sdist_names = archive.getnames()
+    return {"src": src, "wheel": wheels[0], "sdist": sdist_names}
 
 
 @pytest.fixture(scope="session")
@@ -114,12 +126,20 @@ def test_wheel_holds_workflows_and_help(wheel_names):
     assert WORKFLOWS, "no example workflows in the tutorials package"
     for ows in WORKFLOWS:
         assert f"orangecontrib/transferembed/tutorials/{ows.name}" in wheel_names
-    # the built help, installed under sysconfig's "data" path (the name's case
-    # depends on the setuptools version)
+    # the help, installed under sysconfig's "data" path (the name's case depends on
+    # the setuptools version)
     data = f"orange3_transferembed-{__version__}.data/data/{HELP_DIR}/"
     help_files = {n.lower() for n in wheel_names if n.lower().startswith(data)}
-    assert data + "index.html" in help_files
-    assert data + "widgets/transfer-embedding.html" in help_files
+    for page in ("index.html", "widgets/transfer-embedding.html",
+                 "widgets/compare-backbones.html", "widgets/images/transfer-embedding.png"):
+        assert data + page in help_files, page
+
+
+def test_sdist_carries_the_help(built):
+    names = {name.split("/", 1)[1] for name in built["sdist"] if "/" in name}
+    for page in ("doc/_help/index.html", "doc/_help/widgets/transfer-embedding.html",
+                 "doc/_help/widgets/compare-backbones.html", "doc/widgets/compare-backbones.md"):
+        assert page in names, page
 
 
 def test_wheel_metadata(wheel_metadata, built):
@@ -250,7 +270,10 @@ def test_discovery_registers_widget_in_its_category(registry):
     category = registry.category(CATEGORY)
     assert category.project_name == DIST_NAME
     widgets = registry.widgets(CATEGORY)
-    assert [w.qualified_name for w in widgets] == [WIDGET]
+    assert [w.qualified_name for w in widgets] == [WIDGET, COMPARE]  # by priority
+    compare = registry.widget(COMPARE)
+    assert compare.name == "Compare Backbones" and compare.category == CATEGORY
+    assert [o.name for o in compare.outputs] == ["Embeddings", "Scores"]
     desc = registry.widget(WIDGET)
     assert desc.name == WIDGET_NAME
     assert desc.category == CATEGORY
@@ -315,34 +338,46 @@ def test_main_workflow_is_the_original_readme_done_in_orange(registry):
     assert found
 
 
-def _help_locations() -> list[str]:
-    """``WIDGET_HELP_PATH`` as Orange's help manager formats it for this checkout."""
+def _help_locations(data_dir: str) -> list[str]:
+    """``WIDGET_HELP_PATH`` as Orange's help manager formats it."""
     from orangecontrib.transferembed.widgets import WIDGET_HELP_PATH
 
-    fields = {"DEVELOP_ROOT": str(ROOT), "DATA_DIR": sysconfig.get_path("data"),
-              "PROJECT_NAME": DIST_NAME, "PROJECT_NAME_LOWER": DIST_NAME.lower()}
+    fields = {"DEVELOP_ROOT": str(ROOT), "DATA_DIR": data_dir, "PROJECT_NAME": DIST_NAME,
+              "PROJECT_NAME_LOWER": DIST_NAME.lower()}
     return [target.format(**fields) for target, _xpath in WIDGET_HELP_PATH]
 
 
 def test_help_path_order():
     """The development build, then the installed help, then the online docs."""
-    first, *installed, online = _help_locations()
+    first, installed, online = _help_locations(sysconfig.get_path("data"))
     assert Path(first) == ROOT / "doc" / "_build" / "html" / "index.html"
-    assert [Path(p) for p in installed] == \
-        [Path(sysconfig.get_path("data")) / HELP_DIR / "index.html"]
+    assert Path(installed) == Path(sysconfig.get_path("data")) / HELP_DIR / "index.html"
     assert online.startswith("https://")
 
 
-def test_help_index_resolves_widget(registry, built):
-    """Orange's help provider finds the widget's page in the built index,
-    which the wheel installs where ``WIDGET_HELP_PATH`` looks."""
-    from AnyQt.QtCore import QUrl
-    from orangecanvas.help.provider import HtmlIndexProvider
+def test_f1_finds_the_help_of_a_plain_install(registry, built, tmp_path, monkeypatch):
+    """Orange's own lookup (HelpManager, the ``orange.canvas.help`` entry point, the
+    provider's search) finds a local page in what the wheel installs, offline."""
+    import orangecanvas.help.manager as manager
+    from orangecanvas.help.manager import HelpManager
 
-    index = built["help"] / "index.html"
-    provider = HtmlIndexProvider(QUrl.fromLocalFile(str(index)))
-    url = provider.search(registry.widget(WIDGET))
-    page = Path(url.toLocalFile())
-    assert page == built["help"] / "widgets" / "transfer-embedding.html"
-    text = page.read_text(encoding="utf-8")
-    assert "Inputs" in text and "Outputs" in text
+    prefix = tmp_path / "prefix"
+    with zipfile.ZipFile(built["wheel"]) as archive:
+        for name in archive.namelist():
+            head, _, rest = name.partition(".data/data/")
+            if rest:
+                target = prefix / rest
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.read(name))
+    monkeypatch.setattr(manager, "get_path", lambda name: str(prefix))
+    monkeypatch.setattr(manager, "develop_root", lambda dist: None)  # a plain install
+    help_manager = HelpManager()
+    help_manager.set_registry(registry)
+    for widget, page in ((WIDGET, "transfer-embedding.html"),
+                         (COMPARE, "compare-backbones.html")):
+        url = help_manager.search({"id": widget})
+        found = Path(url.toLocalFile())
+        assert url.isLocalFile() and found.is_file(), url.toString()
+        assert found == prefix / HELP_DIR / "widgets" / page
+        text = found.read_text(encoding="utf-8")
+        assert "Inputs" in text and "Outputs" in text

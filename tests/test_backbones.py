@@ -125,7 +125,7 @@ def test_registry_does_not_import_tensorflow():
         "import sys\n"
         "import orangecontrib.transferembed as te\n"
         "from orangecontrib.transferembed.backbones import BACKBONES, get_backbone\n"
-        "from orangecontrib.transferembed.engine import EmbedConfig\n"
+        "from orangecontrib.transferembed.config import EmbedConfig\n"
         "sizes = [b.features(a) for b in BACKBONES.values() for a in b.alphas()]\n"
         "EmbedConfig(model='vgg16', weights=None)\n"
         "assert get_backbone('mobilenet').features(0.25) == 256\n"
@@ -148,21 +148,23 @@ CHEAP = [("MobileNet", 0.25), ("MobileNet", 0.5), ("MobileNet", 0.75), ("MobileN
 def test_built_feature_size_matches_registry(name, alpha):
     import keras
 
-    from orangecontrib.transferembed.extractor import _build
+    from orangecontrib.transferembed.models import build
 
     backbone = get_backbone(name)
     side = backbone.min_input_size
-    model = _build(keras, backbone, alpha, side, None)
+    model = build(backbone, alpha, side, None)
     assert model.output_shape == (None, backbone.features(alpha))
     keras.backend.clear_session()
 
 
-def test_extractor_runs_at_the_minimum_input():
-    from orangecontrib.transferembed.extractor import Extractor
+def test_keras_runtime_runs_at_the_minimum_input():
+    from orangecontrib.transferembed.config import EmbedConfig
+    from orangecontrib.transferembed.runtimes.keras_runtime import KerasRuntime
 
-    backbone = get_backbone("MobileNet")
-    extractor = Extractor(backbone, None, 0.25, backbone.min_input_size)
-    assert extractor.feature_size == 256
-    out = extractor(np.full((2, 32, 32, 3), 100, np.float32))
+    config = EmbedConfig(model="MobileNet", weights=None, alpha=0.25, input_size=32,
+                         runtime="keras")
+    runtime = KerasRuntime(config, None)
+    assert runtime.feature_size == 256
+    out = runtime(np.full((2, 32, 32, 3), 100, np.float32))
     assert out.shape == (2, 256)
     assert out.dtype == np.float32

@@ -257,3 +257,39 @@ def test_more_bad_settings_exit_2(args, message, tmp_path, seed_toy, capsys):
               str(tmp_path)])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+CHATTER = ("absl::InitializeLog", "I0000", "E0000", "W0000", "cuInit", "oneDNN custom",
+           "cpu_feature_guard", "XNNPACK delegate")
+
+
+def test_demo_prints_no_tensorflow_chatter(tmp_path):
+    proc = run_cli("demo", "-dir", str(tmp_path / "demo"),
+                   env={"TRANSFEREMBED_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    for text in CHATTER:
+        assert text not in proc.stderr, proc.stderr
+    assert "Converting MobileNet to TFLite fp32" in proc.stderr  # the first run's stage
+    assert (tmp_path / "demo" / "demo.csv").is_file()
+    assert (tmp_path / "demo" / "demo_images.npy").is_file()
+
+
+def test_verbose_shows_tensorflow_messages(tmp_path):
+    proc = run_cli("demo", "-dir", str(tmp_path / "demo"), "--verbose",
+                   env={"TRANSFEREMBED_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert any(text in proc.stderr for text in CHATTER), proc.stderr
+
+
+def test_a_blank_path_cell_is_skipped_not_fatal(tmp_path, capsys):
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (40, 40), (200, 10, 10)).save(tmp_path / name)
+    table = tmp_path / "list.csv"
+    table.write_text("ok,a.png\nscratches,\nok,b.png\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["-csv", str(table), "-tm", "MobileNet", "--alpha", "0.25", "-weights",
+                 "None", "--input-size", "32", "-dir", str(out), "-n", "run", "-q"]) == 0
+    assert np.load(out / "run_data.npy").shape == (2, 256)
+    skipped = list(csv.DictReader(open(out / "run_skipped.csv", encoding="utf-8")))
+    assert skipped == [{"path": "list.csv, line 2", "reason": "no image path in this row"}]
+    assert "list.csv, line 2: no image path in this row" in capsys.readouterr().err

@@ -20,14 +20,10 @@ import pytest
 
 from orangecontrib.transferembed import EmbedConfig, FileSource, folder_source, npy_source
 from orangecontrib.transferembed.cli import main as cli_main
-from orangecontrib.transferembed.distributed import (
-    INSTALL_HINT,
-    ClusterError,
-    _Job,
-    part_size,
-    run_distributed,
-)
-from orangecontrib.transferembed.engine import run
+from orangecontrib.transferembed.cluster import INSTALL_HINT, ClusterError
+from orangecontrib.transferembed.distributed import Job, part_size
+from orangecontrib.transferembed.distributed import run_distributed as _run_distributed
+from orangecontrib.transferembed.engine import Hooks, run
 from orangecontrib.transferembed.errors import EmbeddingCancelled, SettingsError
 
 distributed = pytest.importorskip("distributed")
@@ -68,6 +64,11 @@ def photos(hymenoptera, tmp_path_factory) -> FileSource:
 @pytest.fixture(scope="module")
 def reference(photos, client):
     return run(photos, CONFIG)
+
+
+def run_distributed(source, config, client, *, progress=None, is_cancelled=None, **more):
+    return _run_distributed(source, config, client,
+                            hooks=Hooks(progress=progress, is_cancelled=is_cancelled), **more)
 
 
 def skipped(result):
@@ -123,7 +124,7 @@ def test_cache_gets_only_accepted_parts(client, photos, reference, tmp_path):
 def test_npy_rows_scattered_and_equal(client, seed_toy):
     source = npy_source(seed_toy / "toy_data.npy", seed_toy / "toy_labels.npy", 45, 80, 3)
     source = source.subset(range(30))
-    job = _Job(client, source, CONFIG, 8, None, {}, window=2)
+    job = Job(client, source, CONFIG, 8, None, {}, window=2)
     assert isinstance(job._data(0), distributed.Future)  # scattered, not in the task
     job.cancel()
     result = run_distributed(source, CONFIG, client)

@@ -207,10 +207,10 @@ def test_config_is_checked_up_front():
 def test_random_weights_do_not_depend_on_other_threads():
     # Keras draws an unseeded initializer's seed from Python's process-wide random.
     from orangecontrib.transferembed.backbones import get_backbone
-    from orangecontrib.transferembed.extractor import Extractor
+    from orangecontrib.transferembed.models import build
 
     backbone = get_backbone("MobileNet")
-    quiet = Extractor(backbone, None, 0.25, 32).model.get_weights()
+    quiet = build(backbone, 0.25, 32, None).get_weights()
     stop = threading.Event()
 
     def draw():
@@ -221,7 +221,7 @@ def test_random_weights_do_not_depend_on_other_threads():
     thread = threading.Thread(target=draw)
     thread.start()
     try:
-        busy = Extractor(backbone, None, 0.25, 32).model.get_weights()
+        busy = build(backbone, 0.25, 32, None).get_weights()
     finally:
         stop.set()
         thread.join()

@@ -43,7 +43,7 @@ def test_seed_toy_npy_pair(seed_toy):
     assert source.labels.shape == (100,)
     first = source.decode(source.read(0), None, "stretch", 1)
     raw = np.load(seed_toy / "toy_data.npy")[0].reshape(45, 80, 3)
-    assert np.array_equal(first, raw.astype(np.float32))
+    assert np.array_equal(first, raw)
 
 
 def test_flattened_rows_are_hwc(tmp_path):
@@ -52,7 +52,7 @@ def test_flattened_rows_are_hwc(tmp_path):
     labels = save(tmp_path / "l.npy", [5, 7])
     source = npy_source(data, labels, 3, 4, 3)
     decoded = rows(source)
-    assert np.array_equal(decoded[1], images[1].astype(np.float32))
+    assert np.array_equal(decoded[1], images[1])
     assert source.labels.tolist() == [5, 7]
 
 

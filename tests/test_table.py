@@ -7,8 +7,9 @@ import pytest
 from Orange.data import ContinuousVariable, DiscreteVariable, Domain, StringVariable, Table
 from PIL import Image
 
-from orangecontrib.transferembed.engine import EmbedConfig, EmbeddingResult, Skipped
+from orangecontrib.transferembed.config import EmbedConfig
 from orangecontrib.transferembed.errors import ImageError
+from orangecontrib.transferembed.results import EmbeddingResult, Skipped
 from orangecontrib.transferembed.sources import ArraySource, FileSource
 from orangecontrib.transferembed.table import (
     class_variable,
@@ -68,7 +69,7 @@ def test_table_source_discrete_column(tmp_path):
     data = Table.from_numpy(Domain([var]), np.array([[1.0], [np.nan]]))
     source = table_source(data, var)
     assert source.paths[0] == str(tmp_path / "b.jpg")
-    assert bool(source.missing[1])
+    assert source.paths[1] == ""
 
 
 def test_labels_keep_their_text():
@@ -168,7 +169,7 @@ def test_attribute_path_column_becomes_a_meta(tmp_path):
     assert [v.name for v in out.domain.attributes] == [f"n{i}" for i in range(256)]
     assert path in out.domain.metas and len(out) == 1
     part = source.subset([1])
-    assert part.column is path and part.missing.tolist() == [False]
+    assert part.column is path and part.paths[0] != ""
 
 
 def test_label_texts_keep_what_the_user_wrote():

@@ -8,23 +8,31 @@
 Importing this package does not import TensorFlow; the first embedding does.
 """
 
-from .api import embed
+import logging
+
+from .api import compare, embed, list_layers
 from .backbones import BACKBONES, Backbone, backbone_names, get_backbone
-from .engine import EmbedConfig, EmbeddingResult, Skipped
+from .config import EmbedConfig
 from .errors import (
     EmbeddingCancelled,
+    SettingsError,
     SourceError,
     TransferEmbedError,
     UnknownBackboneError,
     WeightsUnavailableError,
 )
+from .results import EmbeddingResult, Skipped
 from .sources import ArraySource, FileSource, Source, csv_source, folder_source, npy_source
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# A library logs; the faces decide what the user sees (warnings come as notices).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "embed", "BACKBONES", "Backbone", "backbone_names", "get_backbone", "EmbedConfig",
-    "EmbeddingResult", "Skipped", "EmbeddingCancelled", "SourceError", "TransferEmbedError",
-    "UnknownBackboneError", "WeightsUnavailableError", "ArraySource", "FileSource", "Source",
-    "csv_source", "folder_source", "npy_source", "__version__",
+    "compare", "embed", "list_layers", "BACKBONES", "Backbone", "backbone_names", "get_backbone",
+    "EmbedConfig", "EmbeddingResult", "Skipped", "EmbeddingCancelled", "SettingsError",
+    "SourceError", "TransferEmbedError", "UnknownBackboneError", "WeightsUnavailableError",
+    "ArraySource", "FileSource", "Source", "csv_source", "folder_source", "npy_source",
+    "__version__",
 ]

@@ -1,24 +1,44 @@
-"""The public Python API: :func:`embed`."""
+"""The public Python API: :func:`embed`, and :func:`run_job` under every face."""
 
 from __future__ import annotations
 
 import os
 
 from . import engine
-from .engine import EmbedConfig, EmbeddingResult, IsCancelled, Progress
+from .config import DEFAULT_LAYER, DEFAULT_MEMORY_LIMIT, EmbedConfig
+from .engine import Hooks, IsCancelled, Notice, Progress
 from .images import DEFAULT_RESIZE
-from .sources import as_source
+from .results import EmbeddingResult
+from .sources import Source, as_source
 from .weights import ByteProgress
+
+
+def run_job(source: Source, config: EmbedConfig, hooks: Hooks | None = None, *,
+            client=None, shards: str | os.PathLike | None = None) -> EmbeddingResult:
+    """Run a job in this process, or on a Dask cluster when ``client`` (a client or a
+    scheduler address) or ``shards`` (a folder of part files) is given."""
+    hooks = hooks or Hooks()
+    if client is None and shards is None:
+        return engine.run(source, config, hooks.progress, hooks.is_cancelled,
+                          download_progress=hooks.download, status=hooks.status,
+                          notice=hooks.notice)
+    from .distributed import run_distributed  # needs the [dask] extra
+
+    return run_distributed(source, config, client,
+                           shard_dir=None if shards is None else os.fspath(shards), hooks=hooks)
 
 
 def embed(source, model: str = "MobileNet", *, labels=None,
           shape: tuple[int, int, int] | None = None,
           weights: str | os.PathLike | None = "imagenet", alpha: float = 1.0,
           input_size: int | str | None = None, resize: str = DEFAULT_RESIZE,
-          batch_size: int = 32, cache: bool | str | os.PathLike = True,
+          layer: str = DEFAULT_LAYER, pooling: str = "avg", runtime: str = "auto",
+          precision: str = "fp32", batch_size: int = 32,
+          memory_limit: int = DEFAULT_MEMORY_LIMIT, cache: bool | str | os.PathLike = True,
           progress: Progress | None = None, is_cancelled: IsCancelled | None = None,
-          download_progress: ByteProgress | None = None,
-          client=None) -> EmbeddingResult:
+          download_progress: ByteProgress | None = None, status: Notice | None = None,
+          notice: Notice | None = None, client=None,
+          shards: str | os.PathLike | None = None) -> EmbeddingResult:
     """Embed images with an ImageNet-pretrained backbone.
 
     ``source`` is a folder (one subfolder per class), a ``label,path`` CSV,
@@ -32,24 +52,59 @@ def embed(source, model: str = "MobileNet", *, labels=None,
     ``"native"`` for each image's own size (pooled backbones only).
     ``resize`` is ``"crop"`` (the centre box of the input's shape, then
     resized; the default) or ``"stretch"`` (the whole image, as the original tool).
+    ``layer`` is a Keras layer name (:func:`list_layers`) or ``"default"``, and a
+    spatial layer is pooled by ``pooling`` (``"avg"`` or ``"max"``).
+    ``runtime`` is ``"auto"``, ``"keras"``, ``"tflite"`` or ``"openvino"``;
+    ``precision`` ``"fp32"`` (exact) or ``"int8"`` (faster, approximate).
+    ``memory_limit`` bounds the bytes of decoded pixels in flight.
 
     ``progress(done, total)`` is called as batches finish, and the run stops
-    with :class:`~.errors.EmbeddingCancelled` between batches once
-    ``is_cancelled()`` is true. With ``client`` (a ``dask.distributed``
-    client or a scheduler address) the job runs on that cluster.
+    with :class:`~.errors.EmbeddingCancelled` once ``is_cancelled()`` is true.
+    ``status(text)`` hears of slow stages (a first conversion), ``notice(text)``
+    of what the user should know (also in ``result.notices``). With ``client``
+    (a ``dask.distributed`` client or a scheduler address) the job runs on that
+    cluster, and with ``shards`` it keeps its parts in that folder.
 
     Items that cannot be read are skipped and listed with their reasons in
     ``result.skipped``; ``result.embeddings`` is float32 ``(n, K)``.
     """
     config = EmbedConfig(model=model, weights=weights, alpha=alpha, input_size=input_size,
-                         resize=resize, batch_size=batch_size,
-                         cache=bool(cache) if cache is None or isinstance(cache, bool)
-                         else os.fspath(cache))
-    src = as_source(source, labels, shape)
-    if client is not None:
-        from .distributed import run_distributed
+                         resize=resize, layer=layer, pooling=pooling, runtime=runtime,
+                         precision=precision, batch_size=batch_size,
+                         memory_limit=memory_limit,
+                         cache=cache if cache is not None else False)
+    hooks = Hooks(progress, is_cancelled, download_progress, status, notice)
+    return run_job(as_source(source, labels, shape), config, hooks, client=client,
+                   shards=shards)
 
-        return run_distributed(src, config, client, progress=progress,
-                               is_cancelled=is_cancelled)
-    return engine.run(src, config, progress=progress, is_cancelled=is_cancelled,
-                      download_progress=download_progress)
+
+def list_layers(model: str, alpha: float = 1.0):
+    """The layers of a backbone that can give features (imports TensorFlow)."""
+    from .backbones import get_backbone
+    from .models import list_layers as layers
+
+    return layers(get_backbone(model), alpha)
+
+
+def compare(source, candidates, *, labels=None, shape: tuple[int, int, int] | None = None,
+            folds: int = 5, progress: Progress | None = None,
+            is_cancelled: IsCancelled | None = None, client=None, **settings):
+    """Embed ``source`` with each candidate and score it by cross-validation.
+
+    ``candidates`` is a list (or comma-separated text) of ``"BACKBONE"`` or
+    ``"BACKBONE:LAYER"``; ``settings`` are :func:`embed`'s (weights, alpha,
+    input_size, runtime, ...), shared by every candidate. Returns
+    :class:`~.comparison.Score` objects, best first: ``ca``, ``auc``, ``f1``,
+    ``ca_folds``, ``features``, ``seconds``, ``error`` (why a candidate has no
+    scores) and ``result`` (its :class:`EmbeddingResult`).
+    """
+    from . import comparison as comparing
+
+    if isinstance(candidates, str):
+        candidates = comparing.parse_candidates(candidates)
+    candidates = [c if isinstance(c, comparing.Candidate) else comparing.Candidate.parse(c)
+                  for c in candidates]
+    hooks = Hooks(progress, is_cancelled)
+    scores = comparing.compare(as_source(source, labels, shape), candidates, settings, folds,
+                               hooks, client)
+    return comparing.ranked(scores)

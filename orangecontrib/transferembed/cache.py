@@ -1,12 +1,16 @@
 """A bounded, least-recently-used embedding cache in SQLite (never pickle).
 
-Keys hash the model (backbone, weights identity, preprocessing) together with
-a hash of the image's content, so a renamed or touched file still hits and a
-changed file misses. Values are raw float32 bytes. The database runs in WAL
-mode with a busy timeout, and opening it waits out the other connections that open
-it at the same moment, so several processes can read and write it at once.
-A damaged database is moved aside and rebuilt; an error in the middle of a
-run turns the cache off for that run instead of failing it.
+Keys hash the model (backbone, weights identity, layer, runtime, preprocessing)
+together with a hash of the image's content, so a renamed or touched file
+still hits and a changed file misses. Each value is raw float32 bytes stored
+with its width and a checksum: a vector that does not match them is a miss,
+is computed again and replaces the damaged one. The database runs in WAL mode
+(a rollback journal on network file systems, where WAL does not work), and
+opening it waits out the other connections that open it at the same moment, so
+several processes on one machine can read and write it at once. A damaged
+database is moved aside and rebuilt; an error in the middle of a run turns the
+cache off for that run instead of failing it. What went wrong is told to the
+run's ``notice`` callback, in words for the user.
 """
 
 from __future__ import annotations
@@ -17,20 +21,29 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from .errors import SettingsError
+
 log = logging.getLogger(__name__)
 
+Notice = Callable[[str], None]
 CACHE_DIR_ENV = "TRANSFEREMBED_CACHE_DIR"
 CACHE_SIZE_ENV = "TRANSFEREMBED_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 2048
-DB_NAME = "embeddings-v1.sqlite3"
+DB_NAME = "embeddings-v2.sqlite3"
 OPEN_TIMEOUT_S = 30.0
+#: File systems where SQLite's WAL mode is unsafe (its shared memory needs one host).
+NETWORK_FILE_SYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb", "smb3", "smbfs", "ceph", "cephfs", "lustre", "gpfs",
+    "glusterfs", "fuse.glusterfs", "fuse.sshfs", "fuse.s3fs", "9p", "afs", "beegfs",
+    "fuse.cephfs", "fuse.juicefs", "fuse.gcsfuse", "fuse.rclone", "panfs", "orangefs"})
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS embeddings "
-    "(key TEXT PRIMARY KEY, vector BLOB NOT NULL, used REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, vector BLOB NOT NULL, "
+    "width INTEGER NOT NULL, checksum BLOB NOT NULL, used REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings(used)",
 )
 
@@ -44,27 +57,80 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("transferembed", appauthor=False))
 
 
-class EmbeddingCache:
-    """Embeddings by key, in one SQLite file, at most ``max_bytes`` large."""
+def checksum(blob: bytes) -> bytes:
+    """A 64-bit hash of a stored vector's bytes."""
+    return hashlib.blake2b(blob, digest_size=8).digest()
 
-    def __init__(self, folder: str | os.PathLike | None = None, max_bytes: int | None = None):
+
+def max_bytes_from_environment() -> int:
+    """``$TRANSFEREMBED_CACHE_MAX_MB`` in bytes; a bad value is a settings error."""
+    text = os.environ.get(CACHE_SIZE_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_MB * 2**20
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"{CACHE_SIZE_ENV} must be a positive number of MB, "
+                            f"got {text!r}")
+    return int(value * 2**20)
+
+
+def file_system_type(folder: Path) -> str:
+    """The type of the file system holding ``folder`` ("" where unknown; Linux only)."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        target = os.path.realpath(folder)
+    except OSError:
+        return ""
+    best, kind = "", ""
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+class EmbeddingCache:
+    """Embeddings by key, in one SQLite file, at most ``max_bytes`` large.
+
+    With ``read_only`` the cache is only read: nothing is stored, and reads
+    do not count as uses (cluster workers; the job stores accepted parts).
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None, max_bytes: int | None = None,
+                 read_only: bool = False, notice: Notice | None = None):
         self.folder = Path(folder) if folder is not None else default_cache_dir()
         self.path = self.folder / DB_NAME
-        if max_bytes is None:
-            max_bytes = int(float(os.environ.get(CACHE_SIZE_ENV, DEFAULT_MAX_MB)) * 2**20)
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes_from_environment() if max_bytes is None else max_bytes
+        self.read_only = read_only
+        self.notice = notice  #: told what went wrong, in words for the user
+        self.damaged = 0  #: vectors that failed their checksum and were not served
         self._lock = threading.Lock()
         self._touched: list[str] = []
         self._conn: sqlite3.Connection | None = None
+        self.journal = "delete" if file_system_type(self.folder) in NETWORK_FILE_SYSTEMS \
+            else "wal"
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = self._connect()
         except sqlite3.OperationalError:
             raise  # locked, read-only or unopenable: run without the cache, keep the file
         except sqlite3.DatabaseError as exc:
-            log.warning("embedding cache %s is damaged (%s); rebuilding it", self.path, exc)
+            self._report(f"the embedding cache {self.path} was damaged ({exc}); it was "
+                         f"moved aside and started anew")
             self._discard_file()
             self._conn = self._connect()
+
+    def _report(self, problem: str) -> None:
+        log.warning("%s", problem)
+        if self.notice is not None:
+            self.notice(problem)
 
     def _connect(self) -> sqlite3.Connection:
         """Open the database, waiting out other processes that open it at once.
@@ -88,8 +154,8 @@ class EmbeddingCache:
         conn = sqlite3.connect(self.path, timeout=OPEN_TIMEOUT_S, check_same_thread=False,
                                isolation_level=None)
         try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != self.journal:
+                conn.execute(f"PRAGMA journal_mode = {self.journal.upper()}")
             conn.execute("PRAGMA synchronous = NORMAL")
             with _transaction(conn):
                 for statement in _SCHEMA:
@@ -111,7 +177,7 @@ class EmbeddingCache:
         return self._conn is not None
 
     def _disable(self, exc: Exception) -> None:
-        log.warning("embedding cache %s turned off for this run: %s", self.path, exc)
+        self._report(f"the embedding cache {self.path} was turned off for this run: {exc}")
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -122,26 +188,38 @@ class EmbeddingCache:
         return hashlib.sha256(f"{model_key}\0{content_hash}".encode()).hexdigest()
 
     def get(self, key: str) -> np.ndarray | None:
-        """The cached embedding, or None (thread-safe)."""
+        """The cached embedding, or None (thread-safe). A vector that fails its
+        checksum is counted in :attr:`damaged` and not served."""
         with self._lock:
             if self._conn is None:
                 return None
             try:
                 row = self._conn.execute(
-                    "SELECT vector FROM embeddings WHERE key = ?", (key,)).fetchone()
+                    "SELECT vector, width, checksum FROM embeddings WHERE key = ?",
+                    (key,)).fetchone()
             except sqlite3.Error as exc:
                 self._disable(exc)
                 return None
-            if row is None or len(row[0]) % 4:
+            if row is None:
                 return None
-            self._touched.append(key)
-        return np.frombuffer(row[0], dtype=np.float32)
+            blob, width, stored = row
+            if len(blob) != 4 * width or checksum(blob) != stored:
+                self.damaged += 1
+                return None
+            if not self.read_only:
+                self._touched.append(key)
+        return np.frombuffer(blob, dtype="<f4")
 
     def put_many(self, vectors: dict[str, np.ndarray]) -> None:
         """Store embeddings (one transaction), then evict the least recently used."""
+        if self.read_only:
+            return
         now = time.time()
-        rows = [(key, np.asarray(vec, np.float32).tobytes(), now)
-                for key, vec in vectors.items() if key is not None]
+        rows = []
+        for key, vector in vectors.items():
+            if key is not None:
+                blob = np.ascontiguousarray(vector, "<f4").tobytes()
+                rows.append((key, blob, len(blob) // 4, checksum(blob), now))
         with self._lock:
             if self._conn is None:
                 return
@@ -149,8 +227,8 @@ class EmbeddingCache:
             try:
                 with _transaction(self._conn):
                     self._conn.executemany(
-                        "INSERT OR REPLACE INTO embeddings(key, vector, used) VALUES (?, ?, ?)",
-                        rows)
+                        "INSERT OR REPLACE INTO embeddings(key, vector, width, checksum, used) "
+                        "VALUES (?, ?, ?, ?, ?)", rows)
                     self._conn.executemany("UPDATE embeddings SET used = ? WHERE key = ?",
                                            [(now, key) for key in touched])
                 self._evict()
@@ -184,7 +262,8 @@ class EmbeddingCache:
             return self._conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
 
     def close(self) -> None:
-        self.flush()
+        if not self.read_only:
+            self.flush()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
@@ -212,7 +291,8 @@ class _transaction:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def open_cache(cache: bool | str | os.PathLike | None = True) -> EmbeddingCache | None:
+def open_cache(cache: bool | str | os.PathLike | None = True, read_only: bool = False,
+               notice: Notice | None = None) -> EmbeddingCache | None:
     """The cache for a run: True for the default folder, a folder, or off.
 
     A cache that cannot be opened at all is logged and left off.
@@ -221,7 +301,10 @@ def open_cache(cache: bool | str | os.PathLike | None = True) -> EmbeddingCache 
         return None
     folder = None if cache is True else cache
     try:
-        return EmbeddingCache(folder)
+        return EmbeddingCache(folder, read_only=read_only, notice=notice)
     except (OSError, sqlite3.Error) as exc:
-        log.warning("embedding cache unavailable, running without it: %s", exc)
+        problem = f"the embedding cache is unavailable, running without it: {exc}"
+        log.warning("%s", problem)
+        if notice is not None:
+            notice(problem)
         return None

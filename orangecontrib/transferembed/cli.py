@@ -2,27 +2,40 @@
 
 ``transferembed -data D.npy -labels L.npy -he 45 -w 80 -tm MobileNet -dir OUT``
 writes ``OUT/transferfeature_data.npy`` and ``..._labels.npy`` (or a CSV with
-``-to-csv``). ``transferembed sample`` is the original ``sample_toy_data.py``,
-fixed; ``transferembed demo`` makes a small image set and embeds it.
-Errors a user can fix print one line and exit with status 2.
+``-to-csv``). ``transferembed compare`` scores several backbones and layers,
+``transferembed sample`` is the original ``sample_toy_data.py``, fixed, and
+``transferembed demo`` makes a small image set and embeds it.
+Errors a user can fix print one line and exit with status 2; SIGTERM and
+Ctrl+C stop the run, remove temporary files and exit with 143 and 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, tfimport
 from .backbones import BACKBONES, ORIGINAL_BACKBONES, get_backbone
-from .engine import NATIVE, EmbedConfig
+from .config import (
+    DEFAULT_LAYER,
+    DEFAULT_MEMORY_LIMIT,
+    NATIVE,
+    POOLINGS,
+    PRECISIONS,
+    RUNTIMES,
+    parse_memory,
+)
 from .errors import EmbeddingCancelled, SettingsError, SourceError, TransferEmbedError
 from .images import DEFAULT_RESIZE, RESIZE_POLICIES
-from .sources import csv_source, folder_source, load_npy, npy_source
+from .progress import Reporter
+from .sources import load_npy, open_source
 from .writers import (
     label_column,
     npy_paths,
@@ -35,7 +48,74 @@ from .writers import (
 
 PROG = "transferembed"
 EXIT_USAGE = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 _SHOWN_SKIPS = 10
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl+C's KeyboardInterrupt."""
+
+
+def add_source_arguments(group) -> None:
+    """The input flags, shared by the main command and ``compare``."""
+    group.add_argument("-csv", "--csv_file", help="CSV of label,path rows (paths relative "
+                       "to the CSV's folder)")
+    group.add_argument("-data", "--npy_data", help="npy data file: flattened HWC image rows, "
+                       "or images shaped (N,H,W[,C])")
+    group.add_argument("-labels", "--npy_labels", help="npy labels file, shape (N,) or (N,1)")
+    group.add_argument("-he", "--image_height", type=int, default=90,
+                       help="height of the npy images (default: 90)")
+    group.add_argument("-w", "--image_width", type=int, default=160,
+                       help="width of the npy images (default: 160)")
+    group.add_argument("-c", "--image_channels", type=int, default=3,
+                       help="channels of the npy images: 1, 3 or 4 (default: 3)")
+    group.add_argument("--folder", help="folder of images with one subfolder per class")
+
+
+def add_output_arguments(group, name: str) -> None:
+    group.add_argument("-dir", "--save_folder_path", default=os.getcwd(),
+                       help="folder for the output files, created if missing "
+                            "(default: current working directory)")
+    group.add_argument("-n", "--save_name", nargs="?", default=name,
+                       help=f"name of the output files (default: {name})")
+
+
+def add_weights_argument(group) -> None:
+    group.add_argument("-weights", "--nn_weights", default="imagenet",
+                       help="'imagenet', None for random weights, or a weights file "
+                            "(default: imagenet)")
+    group.add_argument("--alpha", type=float, default=1.0,
+                       help="MobileNet width multiplier: 0.25, 0.5, 0.75 or 1.0 (default: 1.0)")
+
+
+def add_run_arguments(group) -> None:
+    """How the embedding is computed, shared by the main command and ``compare``."""
+    group.add_argument("-b", "--batch_size", type=int, default=32,
+                       help="images per batch (default: 32)")
+    group.add_argument("--input-size", default="default", metavar="{default,native,N}",
+                       help="input size: the backbone's own (default), 'native' (each image "
+                            "at its own size; pooled backbones only), or N pixels")
+    group.add_argument("--resize", choices=RESIZE_POLICIES, default=DEFAULT_RESIZE,
+                       help="fit images to the input: 'crop' the centre box of the input's "
+                            "shape, then resize (default), or 'stretch' the whole image "
+                            "(as the original tool)")
+    group.add_argument("--pooling", choices=POOLINGS, default="avg",
+                       help="how a spatial layer becomes one vector (default: avg)")
+    group.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                       help="what runs the model: auto (the fastest exact one here), keras, "
+                            "tflite, or openvino (the [openvino] extra)")
+    group.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="fp32 (exact, the default) or int8 (faster, approximate)")
+    group.add_argument("--memory-limit", default=f"{DEFAULT_MEMORY_LIMIT >> 20}M",
+                       metavar="SIZE", help="decoded pixels kept in flight, e.g. 512M or 2G "
+                                            f"(default: {DEFAULT_MEMORY_LIMIT >> 20}M)")
+    group.add_argument("--no-cache", action="store_true",
+                       help="do not read or write the embedding cache "
+                            "($TRANSFEREMBED_CACHE_DIR)")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    group.add_argument("--verbose", action="store_true",
+                       help="show TensorFlow's own start-up messages")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,54 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Generate and save image embeddings using pre-trained models "
-                    "(keras.applications). Subcommands: 'transferembed sample' draws a "
-                    "toy set from a npy pair; 'transferembed demo' embeds a generated "
-                    "example.",
+                    "(keras.applications). Subcommands: 'transferembed compare' scores "
+                    "backbones and layers; 'transferembed sample' draws a toy set from a "
+                    "npy pair; 'transferembed demo' embeds a generated example.",
         epilog="Skipped images are named on stderr and listed in <dir>/<name>_skipped.csv. "
                "ImageNet weights are cached in $KERAS_HOME/models (default ~/.keras/models).")
     original = parser.add_argument_group("the original generate_embedding.py options")
-    original.add_argument("-csv", "--csv_file", help="CSV of label,path rows (paths relative "
-                          "to the CSV's folder)")
-    original.add_argument("-data", "--npy_data", help="npy data file: flattened HWC image rows, "
-                          "or images shaped (N,H,W[,C])")
-    original.add_argument("-labels", "--npy_labels", help="npy labels file, shape (N,) or (N,1)")
-    original.add_argument("-dir", "--save_folder_path", default=os.getcwd(),
-                          help="folder for the output files, created if missing "
-                               "(default: current working directory)")
-    original.add_argument("-n", "--save_name", nargs="?", default="transferfeature",
-                          help="name of the output files (default: transferfeature)")
+    add_source_arguments(original)
+    add_output_arguments(original, "transferfeature")
     original.add_argument("-tm", "--trained_model", default="VGG16",
                           help="backbone, any case: " + ", ".join(ORIGINAL_BACKBONES)
                                + " or another from --list-models (default: VGG16)")
     original.add_argument("-to-csv", "--save_csv", action="store_true",
                           help="write <name>.csv (header Class,n0,...) instead of the npy pair")
-    original.add_argument("-he", "--image_height", type=int, default=90,
-                          help="height of the npy images (default: 90)")
-    original.add_argument("-w", "--image_width", type=int, default=160,
-                          help="width of the npy images (default: 160)")
-    original.add_argument("-c", "--image_channels", type=int, default=3,
-                          help="channels of the npy images: 1, 3 or 4 (default: 3)")
-    original.add_argument("-weights", "--nn_weights", default="imagenet",
-                          help="'imagenet', None for random weights, or a weights file "
-                               "(default: imagenet)")
-    original.add_argument("-b", "--batch_size", type=int, default=32,
-                          help="images per batch (default: 32)")
+    add_weights_argument(original)
     more = parser.add_argument_group("more options")
-    more.add_argument("--folder", help="folder of images with one subfolder per class")
-    more.add_argument("--alpha", type=float, default=1.0,
-                      help="MobileNet width multiplier: 0.25, 0.5, 0.75 or 1.0 (default: 1.0)")
-    more.add_argument("--input-size", default="default", metavar="{default,native,N}",
-                      help="input size: the backbone's own (default), 'native' (each image "
-                           "at its own size; pooled backbones only), or N pixels")
-    more.add_argument("--resize", choices=RESIZE_POLICIES, default=DEFAULT_RESIZE,
-                      help="fit images to the input: 'crop' the centre box of the input's "
-                           "shape, then resize (default), or 'stretch' the whole image "
-                           "(as the original tool)")
-    more.add_argument("--no-cache", action="store_true",
-                      help="do not read or write the embedding cache "
-                           "($TRANSFEREMBED_CACHE_DIR)")
+    more.add_argument("--layer", default=DEFAULT_LAYER,
+                      help="the layer to take features from, by its Keras name "
+                           "(see --list-layers), or 'default' (the backbone's own)")
+    add_run_arguments(more)
     more.add_argument("--list-models", action="store_true", help="list the backbones and exit")
-    more.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    more.add_argument("--list-layers", metavar="MODEL",
+                      help="list the layers of MODEL (with --alpha) that give features, "
+                           "and exit")
     more.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     cluster = parser.add_argument_group("cluster (pip install 'Orange3-TransferEmbed[dask]')")
     cluster.add_argument("--scheduler", metavar="ADDRESS",
@@ -115,6 +170,8 @@ def check_output(folder: str, name: str | None) -> Path:
             or (os.altsep and os.altsep in name):
         raise fail(f"-n must be a plain file name without a path separator, got {name!r}")
     path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise fail(f"-dir {folder} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
@@ -136,19 +193,27 @@ def input_size(text: str) -> int | str | None:
                             f"got {text!r}") from None
 
 
-def open_source(args):
+def source_from_args(args, is_cancelled=None):
+    """The one input the flags name, through the sources' one dispatch."""
     given = [bool(args.csv_file), bool(args.npy_data or args.npy_labels), bool(args.folder)]
     if sum(given) != 1:
         raise SourceError("give exactly one input: -csv FILE, -data FILE -labels FILE, or "
                           "--folder DIR")
-    if args.csv_file:
-        return csv_source(args.csv_file)
-    if args.folder:
-        return folder_source(args.folder)
-    if not (args.npy_data and args.npy_labels):
-        raise SourceError("npy input needs both -data and -labels")
-    return npy_source(args.npy_data, args.npy_labels, args.image_height, args.image_width,
-                      args.image_channels)
+    if args.npy_data or args.npy_labels:
+        if not (args.npy_data and args.npy_labels):
+            raise SourceError("npy input needs both -data and -labels")
+        return open_source("npy", args.npy_data, args.npy_labels,
+                           (args.image_height, args.image_width, args.image_channels))
+    kind, path = ("csv", args.csv_file) if args.csv_file else ("folder", args.folder)
+    return open_source(kind, path, is_cancelled=is_cancelled)
+
+
+def config_options(args) -> dict:
+    """The EmbedConfig settings the run flags give (all but model, alpha and layer)."""
+    return dict(weights=args.nn_weights, input_size=input_size(args.input_size),
+                resize=args.resize, batch_size=args.batch_size, pooling=args.pooling,
+                runtime=args.runtime, precision=args.precision,
+                memory_limit=parse_memory(args.memory_limit), cache=not args.no_cache)
 
 
 def list_models() -> None:
@@ -163,89 +228,64 @@ def list_models() -> None:
     print("*a: times the width multiplier --alpha (MobileNet: 0.25, 0.5, 0.75, 1.0)")
 
 
-class _Bars:
-    """tqdm bars for the embedding and for a weights download."""
+def list_layers(name: str, alpha: float) -> None:
+    from .models import list_layers as layers
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar = self.download = None
-
-    def progress(self, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc="Generating embeddings", file=sys.stderr,
-                            ascii=" #", dynamic_ncols=True,
-                            bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} "
-                                       "[{elapsed}<{remaining}, {rate_fmt}]")
-        self.bar.update(done - self.bar.n)
-
-    def download_progress(self, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        if self.download is None:
-            from tqdm import tqdm
-
-            self.download = tqdm(total=total or None, desc="Downloading weights", unit="B",
-                                 unit_scale=True, file=sys.stderr)
-        self.download.update(done - self.download.n)
-
-    def close(self) -> None:
-        for bar in (self.download, self.bar):
-            if bar is not None:
-                bar.close()
+    backbone = get_backbone(name)
+    found = layers(backbone, alpha)
+    print(f"Layers of {backbone.name}" + (f" (alpha {alpha:g})" if backbone.has_alpha else "")
+          + " that give features; use one with --layer NAME:")
+    print(f"{'layer':<40}{'features':>9}  output")
+    for layer in found:
+        kind = "map, pooled by --pooling" if layer.spatial else "vector"
+        print(f"{layer.name:<40}{layer.features:>9}  {kind}"
+              + ("  (default)" if layer.default else ""))
 
 
 def run_embedding(args) -> int:
     if args.list_models:
         list_models()
         return 0
+    if args.list_layers:
+        list_layers(args.list_layers, args.alpha)
+        return 0
+    from .api import run_job
+    from .cluster import cluster_client
+    from .config import EmbedConfig
+
     out_dir = check_output(args.save_folder_path, args.save_name)
-    name = args.save_name
-    config = EmbedConfig(model=get_backbone(args.trained_model).name, weights=args.nn_weights,
-                         alpha=args.alpha, input_size=input_size(args.input_size),
-                         resize=args.resize, batch_size=args.batch_size,
-                         cache=not args.no_cache)
-    source = open_source(args)
-    bars = _Bars(args.quiet)
-    try:
-        result = _embed(source, config, args, bars)
-    finally:
-        bars.close()
-    report_skipped(result.skipped, out_dir, name)
-    if not len(result):
-        raise fail(f"none of the {len(source)} images could be embedded; see "
-                   f"{skipped_path(out_dir, name)}")
-    if args.save_csv:
-        write_csv(result, out_dir, name)
-    else:
-        write_npy_pair(result, out_dir, name)
-    if not args.quiet:
-        print(f"Data shape {result.embeddings.shape}, Labels shape "
-              f"{label_column(result.labels, len(result)).shape}")
+    config = EmbedConfig(model=args.trained_model, alpha=args.alpha, layer=args.layer,
+                         **config_options(args))
+    source = source_from_args(args)
+    with Reporter(args.quiet) as reporter, \
+            cluster_client(args.scheduler, args.local_cluster, args.shards) as client:
+        result = run_job(source, config, reporter.hooks(), client=client, shards=args.shards)
+    write_outputs(result, out_dir, args)
     return 0
 
 
-def _embed(source, config: EmbedConfig, args, bars: _Bars):
-    if args.scheduler or args.local_cluster is not None or args.shards:
-        from .distributed import run_cli_job  # needs the [dask] extra
-
-        return run_cli_job(source, config, scheduler=args.scheduler,
-                           local_cluster=args.local_cluster, shards=args.shards,
-                           progress=bars.progress)
-    from .engine import run
-
-    return run(source, config, progress=bars.progress, download_progress=bars.download_progress)
+def write_outputs(result, out_dir: Path, args) -> None:
+    """The embeddings, then the skipped list (last); nothing at all if none embedded."""
+    name = args.save_name
+    if len(result):
+        if args.save_csv:
+            write_csv(result, out_dir, name)
+        else:
+            write_npy_pair(result, out_dir, name)
+    report_skipped(result.skipped, out_dir, name)
+    if not len(result):
+        raise fail(f"none of the {len(result.source)} images could be embedded; see "
+                   f"{skipped_path(out_dir, name)}")
+    if not args.quiet:
+        print(f"Data shape {result.embeddings.shape}, Labels shape "
+              f"{label_column(result.labels, len(result)).shape}")
 
 
 def report_skipped(skipped, out_dir: Path, name: str) -> None:
     """Name skipped images on stderr and list them all in ``<name>_skipped.csv``."""
     stale = skipped_path(out_dir, name)
     if not skipped:
-        if stale.exists():
-            stale.unlink()
+        stale.unlink(missing_ok=True)
         return
     path = write_skipped(skipped, out_dir, name)
     for item in skipped[:_SHOWN_SKIPS]:
@@ -299,42 +339,72 @@ def run_sample(argv: list[str]) -> int:
 def run_demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} demo",
-        description="Make a small two-class image set (circles and squares) in DIR/images "
+        description="Make a small two-class image set (circles and squares) in DIR/images, "
+                    "and the same as a npy pair (DIR/demo_images.npy, DIR/demo_labels.npy), "
                     "and embed it with MobileNet into DIR/demo.csv.")
     parser.add_argument("-dir", "--save_folder_path", default="transferembed-demo")
     parser.add_argument("-weights", "--nn_weights", default="None",
                         help="weights for the demo (default: None, random weights, so it "
                              "runs offline; use imagenet for real features)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own start-up messages")
     args = parser.parse_args(argv)
-    from .demo import make_demo_images
+    from .demo import make_demo_images, make_demo_npy
 
     out_dir = check_output(args.save_folder_path, "demo")
     images = make_demo_images(out_dir / "images")
-    print(f"Made {images} demo images in {out_dir / 'images'}")
+    make_demo_npy(out_dir / "images", out_dir)
+    print(f"Made {images} demo images in {out_dir / 'images'}, and the npy pair "
+          f"{out_dir / 'demo_images.npy'} with {out_dir / 'demo_labels.npy'}")
     return main(["--folder", str(out_dir / "images"), "-tm", "MobileNet", "--alpha", "0.25",
-                 "-weights", args.nn_weights, "-dir", str(out_dir), "-n", "demo", "-to-csv"])
+                 "-weights", args.nn_weights, "-dir", str(out_dir), "-n", "demo", "-to-csv",
+                 *(["--verbose"] if args.verbose else [])])
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``transferembed`` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow start-up lines
-    commands = {"sample": run_sample, "demo": run_demo}
+    tfimport.set_verbose("--verbose" in argv)
+    tfimport.quiet_environment()
+    commands = {"sample": run_sample, "demo": run_demo, "compare": _run_compare}
+    previous = _install(signal.SIGTERM, _terminate)
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
         return run_embedding(build_parser().parse_args(argv))
     except TransferEmbedError as exc:
         raise fail(str(exc)) from None
-    except OSError as exc:  # writing the outputs: disk full, folder removed, ...
-        raise fail(f"cannot write {exc.filename or 'the output'}: {exc.strerror or exc}") \
+    except OSError as exc:
+        raise fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")) \
             from None
     except EmbeddingCancelled:
         print(f"{PROG}: cancelled; nothing was written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"\n{PROG}: terminated; nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        _install(signal.SIGTERM, previous)
+
+
+def _install(signum, handler):
+    """Set a signal handler where Python allows it (the main thread); return the old one."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signum, handler)
+
+
+def _run_compare(argv: list[str]) -> int:
+    from .compare_cli import run_compare
+
+    return run_compare(argv)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,23 @@ def make_demo_images(folder: str | Path, per_class: int = 12, size: int = 96,
             img.save(folder / shape / f"{shape[:-1]}-{i:02d}.png")
             count += 1
     return count
+
+
+def make_demo_npy(images: str | Path, folder: str | Path) -> tuple[Path, Path]:
+    """The demo images as the original tool's npy pair: ``demo_images.npy`` holds
+    flattened 96x96x3 rows (``-he 96 -w 96 -c 3``), ``demo_labels.npy`` the classes."""
+    from .sources import open_source
+    from .writers import write_atomically
+
+    source = open_source("folder", images)
+    rows = np.stack([np.asarray(Image.open(path).convert("RGB")).reshape(-1)
+                     for path in source.paths])
+    folder = Path(folder)
+    targets = [folder / "demo_images.npy", folder / "demo_labels.npy"]
+
+    def write(data_file, labels_file):
+        np.save(data_file, rows, allow_pickle=False)
+        np.save(labels_file, source.labels, allow_pickle=False)
+
+    write_atomically(targets, write)
+    return targets[0], targets[1]

@@ -1,75 +1,79 @@
 """Running an embedding job on a Dask cluster (the optional ``[dask]`` extra).
 
 The source is cut into parts of whole batches, a few hundred items each. A
-worker runs :func:`engine.run` on a part, with the backbone it built for the
-first part (the per-process extractor cache). Array data is scattered to the
-cluster once per part; file parts carry only their paths.
+worker runs the engine's :class:`~.engine.Pipeline` on a part, with a
+:class:`PartSink`: the part's vectors and cache keys go back to the job. Array
+data is scattered to the cluster once per part; file parts carry only paths.
 
 An image's features depend, in their last bits, on its row in the batch. So
 that the result is bitwise equal to a single process, every part starts at the
-batch row where the single-process run would put its first image: the
-``tail`` of the part before. Parts run in parallel on a guess (the state the
-known parts lead to; nothing changes when no image is skipped or cached); a
-part whose guess proves wrong runs again. For the same reason workers only
-read the embedding cache; a part's vectors are stored once it is accepted.
+row layout where the single-process run would be at its first image: the
+layout the part before ends at. Parts run in parallel on a guess (the layout
+the known parts lead to; nothing changes when no image is skipped or cached);
+a part whose guess proves wrong runs again. For the same reason workers only
+read the embedding cache; the job stores a part's vectors once it is accepted.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from . import engine, shards
+from . import runtimes, shards
+from .batches import START, Layout, Part
 from .cache import EmbeddingCache, open_cache
-from .engine import EmbedConfig, EmbeddingResult, Skipped
-from .errors import EmbeddingCancelled, SettingsError, TransferEmbedError
-from .shards import START, PartResult, State
+from .cluster import ClusterError, cluster_client, connected
+from .config import EmbedConfig
+from .engine import ArraySink, Hooks, Pipeline
+from .results import EmbeddingResult, Skipped
+from .shards import PartResult
 from .sources import FileSource, Source
 
-INSTALL_HINT = 'pip install "Orange3-TransferEmbed[dask]"'
 #: Largest part, in items; parts are whole batches.
 MAX_PART = 512
 #: Parts per worker thread that a job aims at, for an even load.
 PARTS_PER_THREAD = 8
 #: How often a part may be lost with its worker before the job fails.
 MAX_LOST = 5
+#: How long a job waits for a cluster that has no workers before it gives up.
+NO_WORKERS_TIMEOUT_S = 60.0
 _POLL_S = 0.02
-#: Dask's defaults for worker processes that slow TensorFlow down: a low
-#: ``MALLOC_TRIM_THRESHOLD_`` (half again the CPU per image) and one-thread
-#: math libraries; and the worker's sampling profiler. A single process has none.
-WORKER_CONFIG = {
-    **{f"distributed.nanny.pre-spawn-environ.{name}": None
-       for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                    "OPENBLAS_NUM_THREADS")},
-    "distributed.worker.profile.enabled": False,
-}
-
-
-class ClusterError(TransferEmbedError):
-    """A cluster that cannot be used: the extra is missing, or it is unreachable."""
-
-
-def require_distributed():
-    """The ``distributed`` module, or one clear message saying how to install it."""
-    try:
-        import distributed
-    except ImportError:
-        raise ClusterError(f"running on a Dask cluster needs the optional 'dask' extra; "
-                           f"install it with: {INSTALL_HINT}") from None
-    return distributed
+_CHECK_WORKERS_S = 1.0
 
 
 def part_size(total: int, batch_size: int, threads: int) -> int:
     """Items per part: whole batches, enough parts for every thread, at most ~MAX_PART."""
     batches = math.ceil(total / (batch_size * max(1, threads) * PARTS_PER_THREAD))
     return batch_size * max(1, min(batches, MAX_PART // batch_size))
+
+
+class PartSink(ArraySink):
+    """A part's sink on a worker: vectors by global index, computed keys kept for
+    the job to store once the part is accepted, and the layout the part ends at."""
+
+    def __init__(self, source: Source, config: EmbedConfig, part: Part):
+        super().__init__(source, config.known_feature_size)
+        self.part = part
+        self.new_keys: dict[int, str] = {}
+        self.end = START
+
+    def computed(self, items, vectors) -> None:
+        super().computed(items, vectors)
+        self.new_keys.update((self.part.start + item.index, item.key) for item in items
+                             if item.key is not None)
+
+    def finish(self, layout: Layout) -> None:
+        self.end = layout
+
+    def result(self, number: int) -> PartResult:
+        indices, embeddings = self.arrays()
+        return PartResult(number, self.part.layout, self.end, indices + self.part.start,
+                          embeddings, [(s.index + self.part.start, s.reason)
+                                       for s in self.skips], self.n_cached, self.new_keys)
 
 
 _tensorflow_configured = False
@@ -85,7 +89,7 @@ def _configure_tensorflow(threads: int) -> None:
     if _tensorflow_configured:
         return
     _tensorflow_configured = True
-    from .extractor import import_tensorflow
+    from .tfimport import import_tensorflow
 
     import_tensorflow()
     import tensorflow as tf
@@ -96,9 +100,9 @@ def _configure_tensorflow(threads: int) -> None:
         pass  # TensorFlow already runs in this process (a thread-based worker)
 
 
-def embed_part(source: Source, config: EmbedConfig, number: int, start: int, state: State,
+def embed_part(source: Source, config: EmbedConfig, number: int, part: Part,
                shard_dir: str | None) -> PartResult:
-    """Run on a worker: embed one part, starting at batch state ``state``."""
+    """Run on a worker: embed one part, starting at its row layout."""
     try:
         from distributed import get_worker
 
@@ -106,24 +110,27 @@ def embed_part(source: Source, config: EmbedConfig, number: int, start: int, sta
     except (ImportError, ValueError, AttributeError):
         threads = 1
     _configure_tensorflow(threads)
-    # The cache is only read here: a part that runs on a wrong guess, or whose worker
-    # dies, must not leave vectors that its own re-run would then read.
-    result = engine.run(source, config, offset=state[0], offset_shape=state[1], store=False)
-    part = PartResult(number, state, result.tail, result.indices + start, result.embeddings,
-                      [(item.index + start, item.reason) for item in result.skipped],
-                      result.n_cached,
-                      {index + start: key for index, key in result.new_keys.items()})
+    cache = open_cache(config.cache, read_only=True)
+    sink = PartSink(source, config, part)
+    try:
+        Pipeline(source, config, sink, cache, Hooks(), part).run()
+    finally:
+        if cache is not None:
+            cache.close()
+    result = sink.result(number)
     if shard_dir is not None:
-        shards.write_part(shard_dir, part, result.labels)
-        part.embeddings = None
-    return part
+        labels = None if source.labels is None \
+            else source.labels[result.indices - part.start]
+        shards.write_part(shard_dir, result, labels)
+        result.embeddings = None
+    return result
 
 
-class _Job:
-    """Submits parts, checks their batch states in order, and resubmits the wrong guesses."""
+class Job:
+    """Submits parts, checks their row layouts in order, and resubmits wrong guesses."""
 
     def __init__(self, client, source: Source, config: EmbedConfig, size: int,
-                 shard_dir: str | None, found: dict[int, dict[State, PartResult]],
+                 shard_dir: str | None, found: dict[int, dict[Layout, PartResult]],
                  window: int, cache: EmbeddingCache | None = None):
         self.client, self.source, self.config = client, source, config
         self.cache = cache
@@ -132,8 +139,8 @@ class _Job:
         self.candidates = found
         self.window = window
         self.accepted: list[PartResult] = []
-        self.state: State = START  #: the exact start state of the first unaccepted part
-        self.running: dict[str, tuple[int, State]] = {}  #: future key -> part, state
+        self.layout: Layout = START  #: the exact layout the first unaccepted part starts at
+        self.running: dict[str, tuple[int, Layout]] = {}  #: future key -> part, layout
         self.futures: dict[str, object] = {}
         self.chunks: dict[int, object] = {}  #: scattered data of parts not yet accepted
         self.lost: dict[int, int] = {}
@@ -144,22 +151,22 @@ class _Job:
         return len(self.accepted)
 
     def done_items(self) -> int:
-        parts = {p for p, states in self.candidates.items() if states}
+        parts = {p for p, layouts in self.candidates.items() if layouts}
         return sum(b - a for k, (a, b) in enumerate(self.bounds)
                    if k < self.frontier or k in parts)
 
-    def _wanted(self) -> list[tuple[int, State]]:
-        """Parts to compute next, each from its best-guess state, in order."""
+    def _wanted(self) -> list[tuple[int, Layout]]:
+        """Parts to compute next, each from its best-guess layout, in order."""
         wanted = []
-        state = self.state
+        layout = self.layout
         for k in range(self.frontier, len(self.bounds)):
-            known = self.candidates.get(k, {}).get(state)
+            known = self.candidates.get(k, {}).get(layout)
             if known is None:
-                wanted.append((k, state))
+                wanted.append((k, layout))
                 if len(wanted) >= self.window:
                     break
             else:
-                state = known.tail
+                layout = known.end
         return wanted
 
     def _data(self, k: int):
@@ -175,9 +182,16 @@ class _Job:
         for attempt in range(MAX_LOST):
             try:
                 return self.client.scatter(chunk, hash=False)
+            except TimeoutError:  # "No valid workers found"
+                break
             except OSError:  # the worker it went to died; the scheduler learns it soon
                 time.sleep(0.2 * (attempt + 1))
-        return self.client.scatter(chunk, hash=False)
+        try:
+            return self.client.scatter(chunk, hash=False, timeout=NO_WORKERS_TIMEOUT_S)
+        except TimeoutError:
+            raise ClusterError(f"the Dask cluster has no workers to take the data (waited "
+                               f"{NO_WORKERS_TIMEOUT_S:g} s); start workers, or run without "
+                               f"a cluster") from None
 
     def schedule(self) -> None:
         """Cancel stale guesses, submit the wanted parts."""
@@ -187,23 +201,24 @@ class _Job:
             self.futures.pop(key).cancel()
             del self.running[key]
         busy = set(self.running.values())
-        for k, state in wanted:
-            if (k, state) not in busy:
+        for k, layout in wanted:
+            if (k, layout) not in busy:
                 key = f"transferembed-part-{k:05d}-{self.token}-{uuid.uuid4().hex[:6]}"
+                part = Part(self.bounds[k][0], layout)
                 self.futures[key] = self.client.submit(
-                    embed_part, self._data(k), self.config, k, self.bounds[k][0], state,
-                    self.shard_dir, key=key, pure=False)
-                self.running[key] = (k, state)
+                    embed_part, self._data(k), self.config, k, part, self.shard_dir,
+                    key=key, pure=False)
+                self.running[key] = (k, layout)
 
     def finished(self) -> list:
-        return [f for key, f in self.futures.items() if f.done()]
+        return [f for f in self.futures.values() if f.done()]
 
     def collect(self, future) -> None:
         k, _ = self.running.pop(future.key)
         del self.futures[future.key]
         if future.status == "finished":
             part = future.result()
-            self.candidates.setdefault(k, {})[part.state] = part
+            self.candidates.setdefault(k, {})[part.layout] = part
             return
         error = future.exception() if future.status == "error" else None
         if type(error).__name__ == "KilledWorker":
@@ -219,16 +234,16 @@ class _Job:
 
     def accept(self) -> None:
         while self.frontier < len(self.bounds):
-            part = self.candidates.get(self.frontier, {}).get(self.state)
+            part = self.candidates.get(self.frontier, {}).get(self.layout)
             if part is None:
                 return
             if self.shard_dir is not None:
-                shards.remove_others(self.shard_dir, part.number, part.state)
+                shards.remove_others(self.shard_dir, part.number, part.layout)
             self.candidates.pop(self.frontier)
             self.chunks.pop(self.frontier, None)
             self._store(part)
             self.accepted.append(part)
-            self.state = part.tail
+            self.layout = part.end
 
     def _store(self, part: PartResult) -> None:
         """Put an accepted part's computed vectors into the cache."""
@@ -258,141 +273,97 @@ def _is_lost(error: BaseException) -> bool:
     return bool(names & {"CancelledError", "FutureCancelledError"})
 
 
-def run_distributed(source: Source, config: EmbedConfig, client, *,
-                    progress: Callable[[int, int], None] | None = None,
-                    is_cancelled: Callable[[], bool] | None = None,
-                    shard_dir: str | None = None) -> EmbeddingResult:
-    """Run the job on a Dask cluster: ``client`` is a ``Client`` or a scheduler address.
+class _Watch:
+    """Gives up on a cluster that has had no workers for ``timeout`` seconds."""
 
-    The result is in input order and bitwise equal to :func:`engine.run`'s.
-    With ``shard_dir`` every part is also written there (see :mod:`.shards`),
-    and a re-run computes only the parts that are missing.
-    """
-    with _connected(client) as client:
-        threads = sum(client.nthreads().values()) or 1
-        size = part_size(len(source), config.batch_size, threads)
-        found: dict[int, dict[State, PartResult]] = {}
-        if shard_dir is not None:
-            settings = shards.job_settings(source, config, size)
-            found, size = shards.open_shards(shard_dir, settings)
-            shard_dir = str(Path(shard_dir).resolve())
-        cache = open_cache(config.cache)
-        job = _Job(client, source, config, size, shard_dir, found, window=max(2, 2 * threads),
-                   cache=cache)
-        try:
-            _drive(job, progress, is_cancelled)
-        finally:
-            job.cancel()
-            if cache is not None:
-                cache.close()
-    return _gather(job, source, config, shard_dir)
+    def __init__(self, client, timeout: float):
+        self.client, self.timeout = client, timeout
+        self.checked = self.since = time.monotonic()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self.checked < _CHECK_WORKERS_S:
+            return
+        self.checked = now
+        if self.client.nthreads():
+            self.since = now
+        elif now - self.since > self.timeout:
+            raise ClusterError(f"the Dask cluster has had no workers for {self.timeout:g} s; "
+                               f"start workers, or run without a cluster")
 
 
-def _drive(job: _Job, progress, is_cancelled) -> None:
+def drive(job: Job, hooks: Hooks, timeout: float | None = None) -> None:
+    """Run ``job`` until every part is accepted, reporting progress as parts finish;
+    give up once the cluster has had no workers for ``timeout`` seconds."""
     total = len(job.source)
+    watch = _Watch(job.client, NO_WORKERS_TIMEOUT_S if timeout is None else timeout)
     job.accept()
     reported = -1
     while job.frontier < len(job.bounds):
         job.schedule()
         finished = job.finished()
         while not finished:
-            if is_cancelled is not None and is_cancelled():
-                raise EmbeddingCancelled()
+            hooks.check_cancelled()
+            watch.check()
             time.sleep(_POLL_S)
             finished = job.finished()
         for future in finished:
             job.collect(future)
         job.accept()
         done = job.done_items()
-        if progress is not None and done != reported:
+        if done != reported:
             reported = done
-            progress(min(done, total), total)
-    if progress is not None:
-        progress(total, total)
+            hooks.report(min(done, total), total)
+    hooks.report(total, total)
 
 
-def _gather(job: _Job, source: Source, config: EmbedConfig,
-            shard_dir: str | None) -> EmbeddingResult:
+def run_distributed(source: Source, config: EmbedConfig, client=None, *,
+                    shard_dir: str | None = None, hooks: Hooks | None = None) -> EmbeddingResult:
+    """Run the job on a Dask cluster: ``client`` is a ``Client``, a scheduler address,
+    or None (the parts then run one after another in this process).
+
+    The result is in input order and bitwise equal to :func:`.engine.run`'s.
+    With ``shard_dir`` every part is also written there (see :mod:`.shards`),
+    and a re-run computes only the parts that are missing.
+    """
+    hooks = hooks or Hooks()
+    with cluster_client(shards=shard_dir) if client is None else connected(client) as client:
+        config, note = runtimes.resolve(config)
+        hooks.tell(note)
+        config = runtimes.prepare(config, hooks)  # converted once, here, not per worker
+        threads = sum(client.nthreads().values()) or 1
+        size = part_size(len(source), config.batch_size, threads)
+        found: dict[int, dict[Layout, PartResult]] = {}
+        if shard_dir is not None:
+            settings = shards.job_settings(source, config, size)
+            found, size = shards.open_shards(shard_dir, settings)
+            shard_dir = str(Path(shard_dir).resolve())
+        cache = open_cache(config.cache, notice=hooks.tell)
+        job = Job(client, source, config, size, shard_dir, found, window=max(2, 2 * threads),
+                  cache=cache)
+        try:
+            drive(job, hooks)
+        finally:
+            job.cancel()
+            if cache is not None:
+                cache.close()
+    return _gather(job, source, config, shard_dir, hooks.notices)
+
+
+def _gather(job: Job, source: Source, config: EmbedConfig, shard_dir: str | None,
+            notices: list[str]) -> EmbeddingResult:
     """The accepted parts as one result; from the shard files when there are some."""
-    size = config.feature_size
     if shard_dir is not None:
-        indices, embeddings = shards.gather(shard_dir, job.accepted, size)
-    elif job.accepted:
-        indices = np.concatenate([part.indices for part in job.accepted]).astype(np.int64)
-        embeddings = np.concatenate([part.embeddings for part in job.accepted])
+        indices, embeddings = shards.gather(shard_dir, job.accepted)
     else:
-        indices, embeddings = np.empty(0, np.int64), np.empty((0, size), np.float32)
+        filled = [part for part in job.accepted if len(part.indices)]
+        indices = np.concatenate([np.empty(0, np.int64)]
+                                 + [part.indices for part in filled]).astype(np.int64)
+        embeddings = np.concatenate([part.embeddings for part in filled]) if filled \
+            else np.empty((0, config.known_feature_size or 0), np.float32)
     skipped = [Skipped(i, source.describe(i), reason)
                for part in job.accepted for i, reason in part.skipped]
     return EmbeddingResult(np.ascontiguousarray(embeddings, np.float32), indices,
                            skipped, source, config,
-                           sum(part.n_cached for part in job.accepted))
+                           sum(part.n_cached for part in job.accepted), notices=list(notices))
 
-
-@contextmanager
-def _connected(client):
-    """A client: the one given, or one connected to a scheduler address (and closed)."""
-    if not isinstance(client, str):
-        yield client
-        return
-    distributed = require_distributed()
-    try:
-        connected = distributed.Client(client, timeout="20s")
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise ClusterError(f"cannot reach the Dask scheduler at {client}: {exc}") from None
-    try:
-        yield connected
-    finally:
-        connected.close()
-
-
-@contextmanager
-def start_local_cluster(workers: int):
-    """A ``LocalCluster`` of ``workers`` single-thread worker processes, and its client."""
-    distributed = require_distributed()
-    import dask
-
-    with dask.config.set(WORKER_CONFIG):
-        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
-                                           processes=True, dashboard_address=None,
-                                           silence_logs=logging.CRITICAL)
-    try:
-        with distributed.Client(cluster) as client:
-            yield client
-    finally:
-        cluster.close()
-
-
-def run_cli_job(source: Source, config: EmbedConfig, *, scheduler: str | None = None,
-                local_cluster: int | None = None, shards: str | None = None,
-                progress: Callable[[int, int], None] | None = None,
-                is_cancelled: Callable[[], bool] | None = None) -> EmbeddingResult:
-    """The command line's cluster options: ``--scheduler``, ``--local-cluster``, ``--shards``.
-
-    With only ``--shards``, the parts run one after another in this process.
-    """
-    require_distributed()
-    if scheduler and local_cluster is not None:
-        raise SettingsError("give either --scheduler or --local-cluster, not both")
-    if local_cluster is not None and local_cluster < 1:
-        raise SettingsError(f"--local-cluster needs at least 1 worker, got {local_cluster}")
-    if scheduler:
-        cluster = _connected(scheduler)
-    elif local_cluster is not None:
-        cluster = start_local_cluster(local_cluster)
-    else:
-        cluster = _in_process()
-    with cluster as client:
-        return run_distributed(source, config, client, progress=progress,
-                               is_cancelled=is_cancelled, shard_dir=shards)
-
-
-@contextmanager
-def _in_process():
-    import distributed
-
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None,
-                                  silence_logs=logging.CRITICAL) as cluster:
-        with distributed.Client(cluster) as client:
-            yield client

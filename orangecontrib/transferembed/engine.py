@@ -1,333 +1,239 @@
-"""The embedding engine: the only place that knows about batches, threads,
-progress, cancellation and the cache.
+"""The embedding engine: a job as a pipeline of small stages.
 
-Items are read, hashed, looked up in the cache and decoded in a small thread
-pool that runs ahead of inference by a bounded window; inference runs one
-compiled step per batch on the calling thread; results are written in place
-into a preallocated float32 array.
+    read and hash -> cache lookup -> decode  (prefetch.py: a bounded pool)
+        -> batch (batches.py: the row layout) -> infer (runtimes/) -> sink
+
+:func:`run` is the local job: its sink fills the result array and stores
+computed vectors in the cache. A cluster runs :class:`Pipeline` on each part
+of a job with a sink of its own (distributed.py), described by a
+:class:`~.batches.Part`. Progress, cancellation and notices go through
+:class:`Hooks`: ``progress(done, total)`` and ``is_cancelled()`` are what
+Orange's ``TaskState`` offers and what tqdm needs.
 """
 
 from __future__ import annotations
 
-import os
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backbones import Backbone, get_backbone
+from . import runtimes
+from .batches import Batch, Part
 from .cache import EmbeddingCache, open_cache
-from .errors import EmbeddingCancelled, ImageError, SettingsError
-from .images import DEFAULT_RESIZE, RESIZE_POLICIES
+from .config import EmbedConfig
+from .errors import EmbeddingCancelled
+from .prefetch import Prefetcher, Prepared, Reader, default_decode_threads
+from .results import EmbeddingResult, Skipped
 from .sources import Source
-from .weights import ByteProgress, normalize_weights, resolve_weights, weights_identity
+from .weights import ByteProgress, resolve_weights
 
 Progress = Callable[[int, int], None]
 IsCancelled = Callable[[], bool]
-#: ``input_size`` value that embeds each image at its own size (pooled backbones).
-NATIVE = "native"
-
-
-@dataclass(frozen=True)
-class EmbedConfig:
-    """Everything that decides the embeddings, plus how to compute them.
-
-    It is plain, picklable data, so that workers of a cluster can run it.
-    """
-
-    model: str = "MobileNet"
-    weights: str | None = "imagenet"
-    alpha: float = 1.0
-    input_size: int | str | None = None  #: None: the backbone's; an int; or "native"
-    resize: str = DEFAULT_RESIZE
-    batch_size: int = 32
-    cache: bool | str = True  #: True: the default cache; False: none; or a folder
-    decode_threads: int = 0  #: 0: chosen from the CPU count
-
-    def __post_init__(self):
-        backbone = get_backbone(self.model)
-        object.__setattr__(self, "model", backbone.name)
-        object.__setattr__(self, "weights", normalize_weights(self.weights))
-        object.__setattr__(self, "alpha", float(self.alpha))
-        backbone.features(self.alpha)  # validates alpha
-        if self.resize not in RESIZE_POLICIES:
-            raise SettingsError(f"resize must be one of {', '.join(RESIZE_POLICIES)}, "
-                             f"got {self.resize!r}")
-        batch_size = _integer(self.batch_size, "batch size")
-        if batch_size < 1:
-            raise SettingsError(f"batch size must be at least 1, got {batch_size}")
-        object.__setattr__(self, "batch_size", batch_size)
-        if self.input_size not in (None, NATIVE):
-            size = _integer(self.input_size, "input size")
-            if backbone.fixed_input and size != backbone.input_size:
-                raise SettingsError(f"{backbone.name} takes only {backbone.input_size}x"
-                                 f"{backbone.input_size} input")
-            if size < backbone.min_input_size:
-                raise SettingsError(f"{backbone.name} needs an input size of at least "
-                                 f"{backbone.min_input_size}, got {size}")
-            object.__setattr__(self, "input_size", size)
-        elif self.input_size == NATIVE and (backbone.fixed_input or not backbone.pooled):
-            raise SettingsError(f"{backbone.name} ({backbone.feature_description}) needs a fixed "
-                             f"{backbone.input_size}x{backbone.input_size} input; embedding "
-                             f"at the image's own size works only for pooled backbones "
-                             f"that take any input size")
-
-    @property
-    def backbone(self) -> Backbone:
-        return get_backbone(self.model)
-
-    @property
-    def native(self) -> bool:
-        return self.input_size == NATIVE
-
-    @property
-    def side(self) -> int | None:
-        """The square input side, or None at the image's own size."""
-        if self.native:
-            return None
-        return self.input_size or self.backbone.input_size
-
-    @property
-    def feature_size(self) -> int:
-        return self.backbone.features(self.alpha)
-
-    def model_key(self) -> str:
-        """What the cache key needs besides the image: model, weights, preprocessing."""
-        return "|".join(["v1", self.model, f"alpha={self.alpha:g}",
-                         weights_identity(self.backbone, self.weights, self.alpha),
-                         f"size={self.side or NATIVE}", f"resize={self.resize}"])
-
-    def with_(self, **changes) -> EmbedConfig:
-        return replace(self, **changes)
-
-
-def _integer(value, what: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{what} must be a whole number, got {value!r}") from None
+Notice = Callable[[str], None]
+#: Batches of decoded images that the pool may keep ready, at most.
+WINDOW_BATCHES = 2
 
 
 @dataclass
-class Skipped:
-    """An item that could not be embedded."""
+class Hooks:
+    """How a job talks to its face: progress, cancel, downloads, stages and notices."""
 
-    index: int  #: position in the source
-    item: str  #: path or row, as the user knows it
-    reason: str
+    progress: Progress | None = None
+    is_cancelled: IsCancelled | None = None
+    download: ByteProgress | None = None
+    status: Notice | None = None  #: a stage that takes a while (a conversion)
+    notice: Notice | None = None  #: something the user should know (a fallback)
+    notices: list[str] = field(default_factory=list)
 
+    def check_cancelled(self) -> None:
+        if self.is_cancelled is not None and self.is_cancelled():
+            raise EmbeddingCancelled()
 
-@dataclass
-class EmbeddingResult:
-    """Embeddings of the items that could be embedded, and the rest with reasons."""
+    def report(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
 
-    embeddings: np.ndarray  #: float32 ``(n_embedded, K)``
-    indices: np.ndarray  #: positions in the source of the embedded items
-    skipped: list[Skipped]
-    source: Source
-    config: EmbedConfig
-    n_cached: int = 0
-    labels: np.ndarray | None = field(default=None)  #: labels of the embedded items
-    #: Rows and item shape (native size only) of the last, partly filled batch:
-    #: where the next part of a larger job continues (see ``offset`` of :func:`run`).
-    tail: tuple[int, tuple | None] = (0, None)
-    #: Cache keys of the items computed (not read from the cache), by position in
-    #: the source; only when :func:`run` was told not to store them (``store=False``).
-    new_keys: dict[int, str] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.labels is None and self.source.labels is not None:
-            self.labels = self.source.labels[self.indices]
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [f"n{i}" for i in range(self.embeddings.shape[1])]
-
-    def __len__(self) -> int:
-        return len(self.indices)
+    def tell(self, text: str | None) -> None:
+        """Pass on a notice, once."""
+        if text and text not in self.notices:
+            self.notices.append(text)
+            if self.notice is not None:
+                self.notice(text)
 
 
-def default_decode_threads() -> int:
-    """At least 4, even on 2 cores: decoding then keeps ahead of inference
-    when other processes load the machine (bench/README.md, thread counts)."""
-    return max(4, min(8, os.cpu_count() or 1))
+class Inference:
+    """The runtime of a config, loaded (and converted) on the first batch only,
+    so that a job served from the cache never imports TensorFlow."""
+
+    def __init__(self, config: EmbedConfig, hooks: Hooks):
+        self.config, self.hooks = config, hooks
+        self.runtime: runtimes.Runtime | None = None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.runtime is None:
+            config = self.config
+            weights = resolve_weights(config.backbone, config.weights, config.alpha,
+                                      self.hooks.download)
+            self.runtime = runtimes.load(config, weights, self.hooks.status,
+                                         self.hooks.is_cancelled)
+        return self.runtime(batch)
 
 
-class _Prepared:
-    __slots__ = ("index", "key", "embedding", "pixels", "error")
+class Sink:
+    """Where a job's vectors go: :class:`LocalSink` here, a part's sink on a cluster."""
 
-    def __init__(self, index, key=None, embedding=None, pixels=None, error=None):
-        self.index, self.key, self.embedding = index, key, embedding
-        self.pixels, self.error = pixels, error
+    def cached(self, item: Prepared) -> None:
+        raise NotImplementedError
+
+    def computed(self, items: Sequence[Prepared], vectors: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def skipped(self, item: Prepared) -> None:
+        raise NotImplementedError
+
+    def finish(self, layout) -> None:
+        """The row layout the job ends at (where a following part would start)."""
 
 
-class _Batch:
-    """Decoded images waiting for inference; always run at the full batch size.
+class ArraySink(Sink):
+    """Fills one float32 row per item (allocated on the first vector) and lists skips."""
 
-    An image's features depend (in the last bits) on its row in the batch, so
-    the first batch may start at row ``start`` (zeros before it): a part of a
-    job then gives the same bits as the whole job.
-    """
+    def __init__(self, source: Source, width: int | None):
+        self.source = source
+        self.out = None if width is None else np.empty((len(source), width), np.float32)
+        self.embedded = np.zeros(len(source), bool)
+        self.skips: list[Skipped] = []
+        self.n_cached = 0
 
-    def __init__(self, size: int, start: int = 0, start_shape: tuple | None = None):
-        self.size = size
-        self.start, self.start_shape = start, start_shape
-        self.buffer: np.ndarray | None = None
-        self.items: list[_Prepared] = []
+    def _put(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        if self.out is None:
+            self.out = np.empty((len(self.source), vectors.shape[-1]), np.float32)
+        self.out[rows] = vectors
+        self.embedded[rows] = True
 
-    def fits(self, pixels: np.ndarray) -> bool:
-        return self.buffer is None or self.buffer.shape[1:] == pixels.shape
+    def cached(self, item: Prepared) -> None:
+        self._put(np.array([item.index]), item.embedding[None])
+        self.n_cached += 1
 
-    def add(self, item: _Prepared) -> None:
-        if self.buffer is None or not self.fits(item.pixels):
-            if self.start_shape not in (None, item.pixels.shape):
-                self.start = 0
-            self.buffer = np.zeros((self.size,) + item.pixels.shape, np.float32)
-        self.buffer[self.start + len(self.items)] = item.pixels
-        item.pixels = None
-        self.items.append(item)
+    def computed(self, items, vectors) -> None:
+        self._put(np.fromiter((item.index for item in items), int, len(items)), vectors)
 
-    @property
-    def full(self) -> bool:
-        return self.start + len(self.items) == self.size
+    def skipped(self, item: Prepared) -> None:
+        self.skips.append(Skipped(item.index, self.source.describe(item.index), item.error))
 
-    def tail(self, native: bool) -> tuple[int, tuple | None]:
-        rows = self.start + len(self.items)
-        shape = self.buffer.shape[1:] if self.buffer is not None else self.start_shape
-        return rows, (tuple(shape) if native and rows and shape else None)
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The indices of the embedded items and their vectors, in source order."""
+        indices = np.flatnonzero(self.embedded)
+        if self.out is None:
+            return indices, np.empty((0, 0), np.float32)
+        return indices, self.out if len(indices) == len(self.out) else self.out[indices]
+
+
+class LocalSink(ArraySink):
+    """The local job's sink: the result array, and computed vectors into the cache."""
+
+    def __init__(self, source: Source, config: EmbedConfig, cache: EmbeddingCache | None):
+        super().__init__(source, config.known_feature_size)
+        self.config, self.cache = config, cache
+
+    def computed(self, items, vectors) -> None:
+        super().computed(items, vectors)
+        if self.cache is not None:
+            self.cache.put_many({item.key: vector for item, vector in zip(items, vectors,
+                                                                          strict=True)})
+
+    def result(self, notices: list[str]) -> EmbeddingResult:
+        indices, embeddings = self.arrays()
+        return EmbeddingResult(embeddings, indices, self.skips, self.source, self.config,
+                               self.n_cached, notices=list(notices))
+
+
+class Pipeline:
+    """The stages of one job (or one part of one): run once, into ``sink``."""
+
+    def __init__(self, source: Source, config: EmbedConfig, sink: Sink,
+                 cache: EmbeddingCache | None, hooks: Hooks, part: Part = Part()):
+        self.source, self.config, self.sink, self.hooks = source, config, sink, hooks
+        self.cache = cache
+        backbone = config.backbone
+        self.batch = Batch(config.batch_size, backbone.input_size, config.native, part.layout)
+        self.infer = Inference(config, hooks)
+        key = config.embedding_key(runtimes.converter_identity(config))
+        self.prefetcher = Prefetcher(
+            Reader(source, config, cache, key), len(source),
+            window=WINDOW_BATCHES * config.batch_size, budget=config.memory_limit,
+            threads=config.decode_threads or default_decode_threads(),
+            reserved=lambda: self.batch.nbytes)
+
+    def _flush(self) -> None:
+        if not self.batch.items:
+            return
+        buffer, rows, items = self.batch.take()
+        features = self.infer(buffer)
+        self.sink.computed(items, features[rows])
+
+    def _take(self, item: Prepared) -> None:
+        if item.error is not None:
+            self.sink.skipped(item)
+        elif item.embedding is not None:
+            self.sink.cached(item)
+        else:
+            if not self.batch.fits(item.pixels):
+                self._flush()
+            self.batch.add(item)
+            if self.batch.full:
+                self.hooks.check_cancelled()
+                self._flush()
+
+    def run(self) -> None:
+        total, hooks = len(self.source), self.hooks
+        done = reported = 0
+        hooks.check_cancelled()
+        try:
+            for item in self.prefetcher:
+                self._take(item)
+                done += 1
+                if done - reported >= self.config.batch_size:
+                    hooks.check_cancelled()
+                    reported = done
+                    hooks.report(done - len(self.batch.items), total)
+            hooks.check_cancelled()
+            self.sink.finish(self.batch.layout())
+            self._flush()
+        finally:
+            self.prefetcher.close()
+        if self.cache is not None and self.cache.damaged:
+            hooks.tell(f"{self.cache.damaged} cached embedding(s) failed their checksum; "
+                       f"they were computed again and replaced")
+        hooks.report(total, total)
 
 
 def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
-        is_cancelled: IsCancelled | None = None,
-        download_progress: ByteProgress | None = None,
-        cache: EmbeddingCache | None = None, *, offset: int = 0,
-        offset_shape: tuple | None = None, store: bool = True) -> EmbeddingResult:
-    """Embed every item of ``source``; skip (with reasons) those that fail.
+        is_cancelled: IsCancelled | None = None, *,
+        download_progress: ByteProgress | None = None, status: Notice | None = None,
+        notice: Notice | None = None) -> EmbeddingResult:
+    """Embed every item of ``source`` here; skip (with reasons) those that cannot be read.
 
-    ``offset`` (with ``offset_shape`` at native size) is where the first
-    batch starts: a part of a job continues the ``tail`` of the part before.
-    With ``store=False`` the cache is only read, and the result lists the keys
-    of the computed items instead (a cluster stores a part once it is accepted).
+    ``status`` hears of stages that take a while (converting a model),
+    ``notice`` of what the user should know (the result keeps those too).
     """
-    backbone = config.backbone
-    total = len(source)
-    out = np.empty((total, config.feature_size), np.float32)
-    embedded = np.zeros(total, bool)
-    skipped: list[Skipped] = []
-    owns_cache = cache is None and bool(config.cache)
-    if owns_cache:
-        cache = open_cache(config.cache)
-    model_key = config.model_key() if cache is not None else None
-    side = config.side
-    size = (side, side) if side else None
-    extractor = None
-    n_cached = 0
-    done = 0
-    new_keys: dict[int, str] = {}
-
-    def prepare(index: int) -> _Prepared:
-        try:
-            raw = source.read(index)
-            key = None
-            if cache is not None:
-                key = cache.key(model_key, source.content_hash(raw))
-                hit = cache.get(key)
-                if hit is not None and hit.shape == (config.feature_size,):
-                    return _Prepared(index, key, embedding=hit)
-            pixels = source.decode(raw, size, config.resize, backbone.min_input_size)
-            return _Prepared(index, key, pixels=pixels)
-        except ImageError as exc:
-            return _Prepared(index, error=str(exc))
-        except MemoryError:
-            return _Prepared(index, error="out of memory while decoding the image")
-        except Exception as exc:  # a decoder bug must cost one image, not the run
-            return _Prepared(index, error=f"cannot read the image: {type(exc).__name__}: {exc}")
-
-    def infer(batch: _Batch) -> None:
-        nonlocal extractor, done
-        if not batch.items:
-            return
-        if extractor is None:
-            extractor = _load_extractor(config, download_progress)
-        first = batch.start
-        batch.buffer[:first] = 0
-        batch.buffer[first + len(batch.items):] = 0
-        features = extractor(batch.buffer)
-        rows = np.fromiter((item.index for item in batch.items), int, len(batch.items))
-        out[rows] = features[first:first + len(rows)]
-        batch.start = 0
-        embedded[rows] = True
-        if cache is not None and store:
-            cache.put_many({item.key: out[item.index] for item in batch.items})
-        elif cache is not None:
-            new_keys.update((item.index, item.key) for item in batch.items)
-        done += len(batch.items)
-        batch.items = []
-
-    def check_cancel() -> None:
-        if is_cancelled is not None and is_cancelled():
-            raise EmbeddingCancelled()
-
-    batch = _Batch(config.batch_size, offset % config.batch_size, offset_shape)
-    window = 2 * config.batch_size
-    threads = config.decode_threads or default_decode_threads()
-    with ThreadPoolExecutor(threads, thread_name_prefix="transferembed-decode") as pool:
-        pending: deque = deque()
-        next_index = reported = 0
-        try:
-            while pending or next_index < total:
-                while next_index < total and len(pending) < window:
-                    pending.append(pool.submit(prepare, next_index))
-                    next_index += 1
-                item = pending.popleft().result()
-                if item.error is not None:
-                    skipped.append(Skipped(item.index, source.describe(item.index), item.error))
-                    done += 1
-                elif item.embedding is not None:
-                    out[item.index] = item.embedding
-                    embedded[item.index] = True
-                    n_cached += 1
-                    done += 1
-                else:
-                    if not batch.fits(item.pixels):
-                        infer(batch)
-                    batch.add(item)
-                    if batch.full:
-                        check_cancel()
-                        infer(batch)
-                if done - reported >= config.batch_size:
-                    check_cancel()
-                    reported = done
-                    _report(progress, done, total)
-            check_cancel()
-            tail = batch.tail(config.native)
-            infer(batch)
-        finally:
-            if owns_cache and cache is not None:
-                cache.close()
-            elif cache is not None:
-                cache.flush()
-            for future in pending:
-                future.cancel()
-    _report(progress, total, total)
-    indices = np.flatnonzero(embedded)
-    embeddings = out if len(indices) == total else out[indices]
-    return EmbeddingResult(embeddings, indices, skipped, source, config, n_cached, tail=tail,
-                           new_keys=new_keys)
+    hooks = Hooks(progress, is_cancelled, download_progress, status, notice)
+    config, note = runtimes.resolve(config)
+    hooks.tell(note)
+    try:
+        return _run_local(source, config, hooks)
+    except runtimes.ConversionFailed as exc:
+        hooks.tell(runtimes.fallback_notice(config, str(exc)))
+        return _run_local(source, config.with_(runtime="keras", precision="fp32"), hooks)
 
 
-def _report(progress: Progress | None, done: int, total: int) -> None:
-    if progress is not None:
-        progress(done, total)
-
-
-def _load_extractor(config: EmbedConfig, download_progress: ByteProgress | None):
-    from .extractor import get_extractor  # imports TensorFlow
-
-    backbone = config.backbone
-    weights_path = resolve_weights(backbone, config.weights, config.alpha, download_progress)
-    return get_extractor(backbone, weights_path,
-                         weights_identity(backbone, config.weights, config.alpha),
-                         config.alpha, config.side)
+def _run_local(source: Source, config: EmbedConfig, hooks: Hooks) -> EmbeddingResult:
+    cache = open_cache(config.cache, notice=hooks.tell)
+    sink = LocalSink(source, config, cache)
+    try:
+        Pipeline(source, config, sink, cache, hooks).run()
+    finally:
+        if cache is not None:
+            cache.close()
+    return sink.result(hooks.notices)

@@ -5,8 +5,16 @@ class TransferEmbedError(Exception):
     """A problem the user can fix: a bad setting, file or missing weights.
 
     The command line prints its message and exits with status 2; the widget
-    shows it as an error.
+    shows :attr:`gui`, the same message in the words of the widget's controls
+    (Weights › File… where the command line says ``-weights PATH``).
     """
+
+    def __init__(self, message: str, gui: str | None = None):
+        super().__init__(message)
+        self.gui = gui or message
+
+    def __reduce__(self):  # keeps the GUI wording across processes (cluster workers)
+        return type(self), (str(self), self.gui)
 
 
 class UnknownBackboneError(TransferEmbedError, ValueError):
@@ -14,7 +22,7 @@ class UnknownBackboneError(TransferEmbedError, ValueError):
 
 
 class SettingsError(TransferEmbedError, ValueError):
-    """A setting out of range: batch size, input size, alpha, resize policy."""
+    """A setting out of range: batch size, input size, alpha, resize policy, layer."""
 
 
 class SourceError(TransferEmbedError):
@@ -22,7 +30,7 @@ class SourceError(TransferEmbedError):
 
 
 class WeightsUnavailableError(TransferEmbedError):
-    """Weights that cannot be downloaded or loaded."""
+    """Weights that cannot be downloaded, verified or loaded."""
 
 
 class EmbeddingCancelled(Exception):

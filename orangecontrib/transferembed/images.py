@@ -68,7 +68,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     EXIF orientation is applied; transparency is composited on white.
     """
     try:
-        img = ImageOps.exif_transpose(img)
+        img = ImageOps.exif_transpose(img, in_place=False) if _has_orientation(img) else img
     except (OSError, ValueError, SyntaxError, TypeError):  # broken EXIF: keep pixels as stored
         pass
     mode = img.mode
@@ -83,6 +83,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if mode != "RGB":
         return img.convert("RGB")
     return img
+
+
+def _has_orientation(img: Image.Image) -> bool:
+    """Whether EXIF asks for a rotation or flip (reading it is cheap; copying is not)."""
+    try:
+        return img.getexif().get(0x0112, 1) not in (1, None)
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return False
 
 
 def _deep_to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:
@@ -152,7 +160,7 @@ def pixel_scale(dtype: np.dtype, low: float, high: float) -> float:
 
 def prepare(img: Image.Image, size: tuple[int, int] | None, policy: str = DEFAULT_RESIZE,
             min_size: int = 1) -> np.ndarray:
-    """RGB, resized to ``size`` (or kept at its own size if None), as float32 HWC."""
+    """RGB, resized to ``size`` (or kept at its own size if None), as uint8 HWC."""
     rgb = to_rgb(img)
     if size is None:
         width, height = rgb.size
@@ -162,16 +170,16 @@ def prepare(img: Image.Image, size: tuple[int, int] | None, policy: str = DEFAUL
                 f"{min_size}x{min_size} for embedding at the image's own size")
     else:
         rgb = resize(rgb, size, policy)
-    return np.asarray(rgb, dtype=np.float32)
+    return np.asarray(rgb, dtype=np.uint8)
 
 
 def decode_file_bytes(data: bytes, size: tuple[int, int] | None, policy: str = DEFAULT_RESIZE,
                       min_size: int = 1) -> np.ndarray:
-    """Encoded bytes to a float32 ``(H, W, 3)`` array ready for preprocessing."""
+    """Encoded bytes to a uint8 ``(H, W, 3)`` array ready for preprocessing."""
     return prepare(open_image(data, size), size, policy, min_size)
 
 
 def decode_array(pixels: np.ndarray, size: tuple[int, int] | None, policy: str = DEFAULT_RESIZE,
                  min_size: int = 1, scale: float | None = None) -> np.ndarray:
-    """A pixel array (one npy row, already shaped) to a float32 ``(H, W, 3)`` array."""
+    """A pixel array (one npy row, already shaped) to a uint8 ``(H, W, 3)`` array."""
     return prepare(array_to_image(pixels, scale), size, policy, min_size)

@@ -3,10 +3,11 @@
 A shard folder holds ``manifest.json`` (the job's settings and a fingerprint of
 its input) and, for each part, ``part-NNNNN.indices.npy`` (global positions),
 ``.labels.npy`` and ``.embeddings.npy``, then ``part-NNNNN.json`` (skipped
-items, counts, batch state) written last, as the mark of a complete part.
+items, counts, row layouts) written last, as the mark of a complete part.
 Every file is written atomically; nothing is pickled. A part computed from a
-batch position other than the first carries it in its name
-(``part-NNNNN-at5.*``), so that two candidates never share files.
+row layout other than the first carries it in its name (``part-NNNNN-at5.*``),
+so that two candidates never share files. Files that do not have these names
+(another program's ``part-*`` files) are never read or removed.
 """
 
 from __future__ import annotations
@@ -14,24 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .engine import EmbedConfig
+from .batches import Layout
+from .config import EmbedConfig
 from .errors import SettingsError
 from .sources import ArraySource, FileSource, Source
 from .writers import label_column, write_atomically
 
-FORMAT = "transferembed-shards/1"
+FORMAT = "transferembed-shards/2"
 MANIFEST = "manifest.json"
 _KINDS = ("indices", "labels", "embeddings")
-#: Where the next part continues the batches: rows already in the batch, and
-#: their shape (at native size only).
-State = tuple[int, tuple | None]
-START: State = (0, None)
 
 
 @dataclass
@@ -39,8 +38,8 @@ class PartResult:
     """What one part of a job gives back (plain data)."""
 
     number: int
-    state: State  #: the batch state the part started from
-    tail: State  #: the batch state it leaves for the next part
+    layout: Layout  #: the row layout the part started at
+    end: Layout  #: the row layout it leaves for the next part
     indices: np.ndarray  #: global positions of the embedded rows
     embeddings: np.ndarray | None  #: None once written to a shard
     skipped: list[tuple[int, str]] = field(default_factory=list)  #: (global index, reason)
@@ -49,17 +48,10 @@ class PartResult:
     new_keys: dict[int, str] = field(default_factory=dict)
 
 
-def as_state(value) -> State:
-    """A state as stored in JSON (lists) back to tuples."""
-    rows, shape = value
-    return int(rows), (tuple(int(v) for v in shape) if shape else None)
-
-
-def part_stem(folder: Path, number: int, state: State) -> Path:
-    rows, shape = state
-    tag = f"-at{rows}" if rows else ""
-    if rows and shape:
-        tag += "x" + "x".join(map(str, shape))
+def part_stem(folder: Path, number: int, layout: Layout) -> Path:
+    tag = f"-at{layout.rows}" if layout.rows else ""
+    if layout.rows and layout.shape:
+        tag += "x" + "x".join(map(str, layout.shape))
     return Path(folder) / f"part-{number:05d}{tag}"
 
 
@@ -94,10 +86,10 @@ def job_settings(source: Source, config: EmbedConfig, part_size: int) -> dict:
 
 
 def open_shards(folder: str | os.PathLike,
-                settings: dict) -> tuple[dict[int, dict[State, PartResult]], int]:
+                settings: dict) -> tuple[dict[int, dict[Layout, PartResult]], int]:
     """Create the folder and manifest, or check that they belong to this job.
 
-    Returns the complete parts already there, by number and start state, and
+    Returns the complete parts already there, by number and starting layout, and
     the part size: a resumed job keeps the part size of its first run.
     """
     folder = Path(folder)
@@ -121,21 +113,21 @@ def open_shards(folder: str | os.PathLike,
         if isinstance(exc, SettingsError):
             raise
         raise SettingsError(f"cannot use --shards folder {folder}: {exc}") from None
-    found: dict[int, dict[State, PartResult]] = {}
+    found: dict[int, dict[Layout, PartResult]] = {}
     for meta in sorted(folder.glob("part-*.json")):
         part = _read_meta(meta)
         if part is not None:
-            found.setdefault(part.number, {})[part.state] = part
+            found.setdefault(part.number, {})[part.layout] = part
     return found, size
 
 
 def _read_meta(path: Path) -> PartResult | None:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        part = PartResult(int(meta["part"]), as_state(meta["state"]), as_state(meta["tail"]),
-                          np.empty(0, np.int64), None,
+        part = PartResult(int(meta["part"]), Layout.from_json(meta["layout"]),
+                          Layout.from_json(meta["end"]), np.empty(0, np.int64), None,
                           [(int(i), str(r)) for i, r in meta["skipped"]], int(meta["n_cached"]))
-        stem = part_stem(path.parent, part.number, part.state)
+        stem = part_stem(path.parent, part.number, part.layout)
         if stem.with_suffix(".json") != path:
             return None
         if any(not Path(f"{stem}.{kind}.npy").exists() for kind in _KINDS):
@@ -147,7 +139,7 @@ def _read_meta(path: Path) -> PartResult | None:
 
 def write_part(folder: str | os.PathLike, part: PartResult, labels: np.ndarray | None) -> None:
     """Write a part's npy files, then its JSON (the mark that it is complete)."""
-    stem = part_stem(Path(folder), part.number, part.state)
+    stem = part_stem(Path(folder), part.number, part.layout)
     arrays = {"indices": np.asarray(part.indices, np.int64),
               "labels": label_column(labels, len(part.indices)),
               "embeddings": np.ascontiguousarray(part.embeddings, np.float32)}
@@ -157,7 +149,7 @@ def write_part(folder: str | os.PathLike, part: PartResult, labels: np.ndarray |
             np.save(file, arrays[kind], allow_pickle=False)
 
     write_atomically([Path(f"{stem}.{kind}.npy") for kind in _KINDS], write)
-    meta = {"part": part.number, "state": part.state, "tail": part.tail,
+    meta = {"part": part.number, "layout": part.layout.as_json(), "end": part.end.as_json(),
             "rows": len(part.indices), "n_cached": part.n_cached,
             "skipped": [list(item) for item in part.skipped]}
     write_atomically([stem.with_suffix(".json")], lambda f: json.dump(meta, f), mode="w")
@@ -165,7 +157,7 @@ def write_part(folder: str | os.PathLike, part: PartResult, labels: np.ndarray |
 
 def _load(folder: str | os.PathLike, part: PartResult, kind: str,
           mmap_mode: str | None = None) -> np.ndarray:
-    stem = part_stem(Path(folder), part.number, part.state)
+    stem = part_stem(Path(folder), part.number, part.layout)
     return np.load(f"{stem}.{kind}.npy", mmap_mode=mmap_mode, allow_pickle=False)
 
 
@@ -174,8 +166,8 @@ def read_part(folder: str | os.PathLike, part: PartResult) -> tuple[np.ndarray, 
     return _load(folder, part, "indices"), _load(folder, part, "embeddings", "r")
 
 
-def gather(folder: str | os.PathLike, parts: list[PartResult],
-           width: int) -> tuple[np.ndarray, np.ndarray]:
+def gather(folder: str | os.PathLike,
+           parts: list[PartResult]) -> tuple[np.ndarray, np.ndarray]:
     """All parts' global indices and embeddings, in order; the embeddings in one
     array backed by disk, not memory.
 
@@ -187,12 +179,14 @@ def gather(folder: str | os.PathLike, parts: list[PartResult],
     rows = sum(len(block) for block in indices)
     all_indices = np.concatenate(indices).astype(np.int64) if indices \
         else np.empty(0, np.int64)
-    if rows == 0:
-        return all_indices, np.empty((0, width), np.float32)
+    filled = [(part, block) for part, block in zip(parts, indices, strict=True) if len(block)]
+    if not filled:
+        return all_indices, np.empty((0, 0), np.float32)
+    width = _load(folder, filled[0][0], "embeddings", "r").shape[1]
     with tempfile.TemporaryFile(dir=folder, prefix="gathered-") as file:
         out = np.memmap(file, np.float32, "w+", shape=(rows, width))
     start = 0
-    for part, part_indices in zip(parts, indices, strict=True):
+    for part, part_indices in filled:
         block = _load(folder, part, "embeddings", "r")
         if block.shape != (len(part_indices), width):
             raise ValueError(f"shard folder {folder}: part {part.number} holds embeddings "
@@ -202,10 +196,12 @@ def gather(folder: str | os.PathLike, parts: list[PartResult],
     return all_indices, out
 
 
-def remove_others(folder: str | os.PathLike, number: int, keep: State) -> None:
-    """Delete the files of a part's candidates other than the accepted one."""
+def remove_others(folder: str | os.PathLike, number: int, keep: Layout) -> None:
+    """Delete the files of a part's candidates other than the accepted one (only
+    names this module writes)."""
     kept = part_stem(Path(folder), number, keep).name
+    pattern = re.compile(rf"part-{number:05d}(-at\d+(x\d+)*)?"
+                         rf"(\.({'|'.join(_KINDS)})\.npy|\.json)$")
     for path in Path(folder).glob(f"part-{number:05d}*"):
-        name = path.name.split(".")[0]
-        if name != kept and not path.name.endswith(".part"):
+        if pattern.fullmatch(path.name) and path.name.split(".")[0] != kept:
             path.unlink(missing_ok=True)

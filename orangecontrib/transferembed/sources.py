@@ -7,20 +7,24 @@ into pixels, and the label of each item. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from . import images
-from .errors import ImageError, SourceError
+from .errors import EmbeddingCancelled, ImageError, SourceError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+#: Items between two looks at ``is_cancelled`` while a source is built.
+CHECK_EVERY = 2000
+IsCancelled = Callable[[], bool]
 _HEADER_WORDS = frozenset({"label", "labels", "class", "category", "target", "y", "path",
                            "paths", "file", "filename", "file_name", "image", "images",
                            "image_path", "img", "location"})
@@ -56,22 +60,32 @@ class Source:
 
 
 class FileSource(Source):
-    """Image files, by path; relative paths are taken from ``base``."""
+    """Image files, by path; relative paths are taken from ``base``.
+
+    An empty path is a row without an image (a blank CSV cell, a missing
+    value in a table): it is skipped with that reason, and described by its
+    entry in ``rows`` (such as ``"list.csv, line 7"``) where given.
+    """
 
     def __init__(self, paths: Sequence[str | os.PathLike], labels=None,
-                 base: str | os.PathLike | None = None):
+                 base: str | os.PathLike | None = None, rows: Sequence[str] | None = None):
         base_path = Path(base) if base is not None else None
-        self.paths = [str(_resolve(p, base_path)) for p in paths]
+        self.paths = [str(_resolve(p, base_path)) if os.fspath(p) else "" for p in paths]
         self.labels = _check_labels(labels, len(self.paths))
+        self.rows = list(rows) if rows is not None else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def describe(self, index: int) -> str:
-        return self.paths[index]
+        if self.paths[index] or self.rows is None:
+            return self.paths[index] or f"row {index + 1}"
+        return self.rows[index]
 
     def read(self, index: int) -> bytes:
         path = self.paths[index]
+        if not path:
+            raise ImageError("no image path in this row")
         try:
             with open(path, "rb") as f:
                 return f.read()
@@ -89,8 +103,9 @@ class FileSource(Source):
         return hashlib.sha256(raw).hexdigest()
 
     def subset(self, indices):
-        sub = FileSource.__new__(FileSource)
+        sub = copy.copy(self)
         sub.paths = [self.paths[i] for i in indices]
+        sub.rows = None if self.rows is None else [self.rows[i] for i in indices]
         sub.labels = None if self.labels is None else self.labels[np.asarray(indices, int)]
         return sub
 
@@ -109,17 +124,19 @@ class ArraySource(Source):
         if data.ndim == 2:
             if shape is None:
                 raise SourceError("flattened image rows need the image height, width and "
-                                  "channels (-he, -w, -c)")
+                                  "channels (-he, -w, -c)",
+                                  "flattened image rows need the image Height, Width and "
+                                  "Channels")
             height, width, channels = (int(v) for v in shape)
             if min(height, width, channels) < 1:
                 raise SourceError(f"height, width and channels must be positive, got {shape}")
             if channels not in (1, 3, 4):
                 raise SourceError(f"channels must be 1, 3 or 4, got {channels}")
             if data.shape[1] != height * width * channels:
-                raise SourceError(
-                    f"each data row has {data.shape[1]} values, but height {height} x width "
-                    f"{width} x channels {channels} = {height * width * channels}; check -he, "
-                    f"-w and -c")
+                text = (f"each data row has {data.shape[1]} values, but height {height} x "
+                        f"width {width} x channels {channels} = {height * width * channels}")
+                raise SourceError(f"{text}; check -he, -w and -c",
+                                  f"{text}; check Height, Width and Channels")
             self.row_shape = (height, width, channels)
         elif data.ndim == 3:
             self.row_shape = data.shape[1:]
@@ -243,17 +260,24 @@ def npy_source(data_path: str | os.PathLike, labels_path: str | os.PathLike | No
     if data.ndim == 2:
         shape = (height, width, channels)
         if None in shape:
-            raise SourceError("flattened npy rows need -he, -w and -c")
+            raise SourceError("flattened npy rows need -he, -w and -c",
+                              "flattened npy rows need Height, Width and Channels")
     return ArraySource(data, labels, shape)
 
 
-def csv_source(path: str | os.PathLike) -> FileSource:
-    """A ``label,path`` CSV; paths are relative to the CSV's folder."""
+def csv_source(path: str | os.PathLike, is_cancelled: IsCancelled | None = None) -> FileSource:
+    """A ``label,path`` CSV; paths are relative to the CSV's folder.
+
+    A row whose path cell is blank stays in the source, to be skipped with
+    that reason.
+    """
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise SourceError(f"CSV file {path} does not exist") from None
+    except IsADirectoryError:
+        raise SourceError(f"CSV file {path} is a folder") from None
     except UnicodeDecodeError as exc:
         raise SourceError(f"CSV file {path} is not UTF-8 text (byte {exc.object[exc.start]:#x} "
                           f"at position {exc.start}); save it as UTF-8") from None
@@ -265,14 +289,17 @@ def csv_source(path: str | os.PathLike) -> FileSource:
         rows = rows[1:]
     if not rows:
         raise SourceError(f"CSV file {path} lists no images; expected rows of label,path")
-    labels, paths = [], []
-    for line, row in rows:
-        if len(row) < 2 or not row[1].strip():
+    labels, paths, names = [], [], []
+    for count, (line, row) in enumerate(rows):
+        if count % CHECK_EVERY == 0:
+            check_cancelled(is_cancelled)
+        if len(row) < 2:
             raise SourceError(f"{path}, line {line}: expected label,path but got "
                               f"{','.join(row)!r}")
         labels.append(row[0].strip())
-        paths.append(locate(row[1].strip(), path.parent))
-    return FileSource(paths, np.array(labels, dtype=str))
+        paths.append(locate(row[1].strip(), path.parent) if row[1].strip() else "")
+        names.append(f"{path.name}, line {line}")
+    return FileSource(paths, np.array(labels, dtype=str), rows=names)
 
 
 def locate(path: str, base: Path) -> Path:
@@ -307,7 +334,7 @@ def _is_header(row: list[str], base: Path) -> bool:
     return not Path(path).suffix and not locate(path, base).exists()
 
 
-def folder_source(root: str | os.PathLike) -> FileSource:
+def folder_source(root: str | os.PathLike, is_cancelled: IsCancelled | None = None) -> FileSource:
     """Images in a folder with one subfolder per class (nested folders too).
 
     The class is the first-level subfolder; images directly in ``root`` have
@@ -318,10 +345,13 @@ def folder_source(root: str | os.PathLike) -> FileSource:
         raise SourceError(f"image folder {root} does not exist or is not a folder")
     found: list[tuple[str, str]] = []
     for folder, dirs, files in os.walk(root):
+        check_cancelled(is_cancelled)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel = Path(folder).relative_to(root)
         label = rel.parts[0] if rel.parts else ""
-        for name in sorted(files):
+        for count, name in enumerate(sorted(files)):
+            if count % CHECK_EVERY == CHECK_EVERY - 1:
+                check_cancelled(is_cancelled)
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 found.append((label, os.path.join(folder, name)))
     if not found:
@@ -332,28 +362,61 @@ def folder_source(root: str | os.PathLike) -> FileSource:
     return FileSource([p for _, p in found], labels if has_classes else None)
 
 
+def check_cancelled(is_cancelled: IsCancelled | None) -> None:
+    """Raise :class:`EmbeddingCancelled` once ``is_cancelled()`` says so."""
+    if is_cancelled is not None and is_cancelled():
+        raise EmbeddingCancelled()
+
+
+#: Input kinds, as the command line and the widgets name them.
+SOURCE_KINDS = ("folder", "csv", "npy")
+
+
+def open_source(kind: str, path: str | os.PathLike, labels=None,
+                shape: tuple[int, int, int] | None = None,
+                is_cancelled: IsCancelled | None = None) -> Source:
+    """The source of one input kind: a ``folder``, a ``csv`` or a ``npy`` pair.
+
+    ``labels`` and ``shape`` (height, width, channels of flattened rows) are
+    for npy data; ``labels`` may be a path or an array.
+    """
+    if kind == "folder":
+        return folder_source(path, is_cancelled)
+    if kind == "csv":
+        return csv_source(path, is_cancelled)
+    if kind != "npy":
+        raise SourceError(f"unknown kind of input {kind!r}; expected one of "
+                          f"{', '.join(SOURCE_KINDS)}")
+    if labels is not None and not isinstance(labels, (str, os.PathLike)):
+        return ArraySource(load_npy(path), labels, shape)
+    return npy_source(path, labels, *(shape or (None, None, None)))
+
+
+def input_kind(path: str | os.PathLike) -> str:
+    """The kind of input a path names: a folder, or a file by its extension."""
+    path = Path(path)
+    if path.is_dir():
+        return "folder"
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return "npy"
+    if suffix in (".csv", ".txt", ".tsv"):
+        return "csv"
+    raise SourceError(f"{path} is not a folder, a .csv or a .npy file")
+
+
 def as_source(source, labels=None, shape: tuple[int, int, int] | None = None) -> Source:
     """Whatever the API was given, as a :class:`Source`.
 
-    A :class:`Source`; an array; a folder; a ``.csv`` file; a ``.npy`` file
-    (with ``labels`` a second ``.npy``); or a list of image paths.
+    A :class:`Source`; an array; a folder, a ``.csv`` or a ``.npy`` file
+    (with ``labels`` a second ``.npy`` or an array); or a list of image paths.
     """
     if isinstance(source, Source):
         return source
     if isinstance(source, np.ndarray):
         return ArraySource(source, labels, shape)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            return folder_source(path)
-        if path.suffix.lower() == ".npy":
-            if labels is None or isinstance(labels, (str, os.PathLike)):
-                return npy_source(path, labels, *(shape or (None, None, None)))
-            data = load_npy(path)
-            return ArraySource(data, labels, shape)
-        if path.suffix.lower() in (".csv", ".txt", ".tsv"):
-            return csv_source(path)
-        raise SourceError(f"{path} is not a folder, a .csv or a .npy file")
+        return open_source(input_kind(source), source, labels, shape)
     if isinstance(source, Sequence):
         return FileSource(list(source), labels)
     raise SourceError(f"cannot embed a {type(source).__name__}; give a folder, a CSV, a npy "

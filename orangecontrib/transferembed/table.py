@@ -27,8 +27,7 @@ from Orange.data import (
 from Orange.data.util import get_unique_names
 from Orange.misc.collections import natural_sorted
 
-from .engine import EmbeddingResult
-from .errors import ImageError
+from .results import EmbeddingResult
 from .sources import FileSource, Source
 from .writers import label_texts
 
@@ -54,20 +53,8 @@ class TableFileSource(FileSource):
 
     def __init__(self, paths: list[str], base: str | None = None,
                  column: Variable | None = None):
-        self.missing = np.array([not p for p in paths], bool)
+        super().__init__(paths, None, base)
         self.column = column
-        super().__init__([p or "." for p in paths], None, base)
-
-    def subset(self, indices):
-        sub = super().subset(indices)
-        sub.__class__ = TableFileSource
-        sub.missing, sub.column = self.missing[np.asarray(indices, int)], self.column
-        return sub
-
-    def read(self, index: int) -> bytes:
-        if self.missing[index]:
-            raise ImageError("no image path in this row")
-        return super().read(index)
 
 
 def column_paths(data: Table, column: Variable) -> list[str]:

@@ -1,10 +1,13 @@
-"""Finding, downloading and identifying backbone weights.
+"""Finding, downloading, verifying and identifying backbone weights.
 
 ``"imagenet"`` weights live where Keras itself caches them,
-``$KERAS_HOME/models/<file>`` (``~/.keras/models`` by default), so a file a
-user or Keras already downloaded is reused and one we download is reused by
-Keras. The download is ours so that it can report progress in bytes and fail
-with a message that says what to do.
+``$KERAS_HOME/models/<file>`` (``~/.keras/models`` by default, and
+``/tmp/.keras/models`` only where the home folder cannot be written, as
+Keras decides), so a file a user or Keras already downloaded is reused and
+one we download is reused by Keras. Weights are never loaded from a folder,
+or a file, that other users can write; and a file is checked against the hash
+Keras publishes for it, where Keras has one. The download is ours so that it
+reports progress in bytes and fails with a message that says what to do.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import stat
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -25,6 +30,10 @@ from .errors import WeightsUnavailableError
 ByteProgress = Callable[[int, int], None]
 DOWNLOAD_TIMEOUT_S = 30
 _CHUNK = 1 << 20
+#: Random weights are seeded, so that ``weights=None`` runs are reproducible.
+RANDOM_SEED = 0
+_digests: dict[tuple[str, str, int, int], str] = {}  #: (algorithm, path, size, mtime) -> hex
+_digest_lock = threading.Lock()
 
 
 def keras_home() -> Path:
@@ -53,60 +62,162 @@ def normalize_weights(weights: str | os.PathLike | None) -> str | None:
     if text.strip().lower() in ("none", "random"):
         return None
     if not text.strip():
-        raise WeightsUnavailableError("Give 'imagenet', 'None' (random weights) or the path "
-                                      "of a weights file; the weights option is empty.")
+        raise WeightsUnavailableError(
+            "Give 'imagenet', 'None' (random weights) or the path of a weights file; the "
+            "weights option is empty.", "Choose a weights file, or use ImageNet or random "
+            "weights.")
     if text.strip().lower() == "imagenet":
         return "imagenet"
     path = Path(text).expanduser()
     if not path.is_file():
         raise WeightsUnavailableError(
             f"Weights file {text} does not exist. Give 'imagenet', 'None' "
-            f"(random weights) or the path of a weights file.")
+            f"(random weights) or the path of a weights file.",
+            f"Weights file {text} does not exist. Choose another under Weights › File…, "
+            f"or use ImageNet or random weights.")
     return str(path.resolve())
 
 
-def _candidate_dirs() -> list[Path]:
-    dirs = [keras_models_dir(), Path(tempfile.gettempdir()) / ".keras" / "models"]
-    return list(dict.fromkeys(dirs))
+def writable_by_others(path: Path) -> bool:
+    """Whether a user other than us (and root) could change or replace ``path``.
+
+    A folder with the sticky bit (``/tmp``) protects the files of its other
+    users; a group of our own (a user-private group) is us.
+    """
+    info = path.stat()
+    if info.st_uid not in (0, os.getuid()):
+        return True
+    shared = info.st_mode & stat.S_IWOTH or (
+        info.st_mode & stat.S_IWGRP and info.st_gid != os.getgid())
+    return bool(shared) and not (stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX)
+
+
+def check_private(file: Path, top: Path | None = None) -> None:
+    """Refuse weights that another user could have planted or changed: the file,
+    its folder, and the folders up to ``top``."""
+    chain = [file, file.parent]
+    if top is not None and top in file.parents:
+        chain += [p for p in file.parent.parents if p == top or top in p.parents]
+    for path in chain:
+        if writable_by_others(path):
+            raise WeightsUnavailableError(
+                f"Refusing to load weights from {file}: other users can write to "
+                f"{path}, so they could have replaced the file. Keep weights in a folder "
+                f"only you can write (set KERAS_HOME to it), or fix its permissions.")
 
 
 def find_imagenet_file(backbone: Backbone, alpha: float = 1.0) -> Path | None:
     """The cached ImageNet weights file, if Keras' cache already has it."""
-    name = backbone.weights_filename(alpha)
-    for folder in _candidate_dirs():
-        if (folder / name).is_file() and (folder / name).stat().st_size > 0:
-            return folder / name
+    path = keras_models_dir() / backbone.weights_filename(alpha)
+    if path.is_file() and path.stat().st_size > 0:
+        return path
     return None
 
 
-def offline_message(backbone: Backbone, alpha: float, reason: str) -> str:
-    """The actionable text for ImageNet weights that cannot be downloaded."""
+def offline_message(backbone: Backbone, alpha: float, reason: str) -> WeightsUnavailableError:
+    """The actionable error for ImageNet weights that cannot be downloaded."""
     name = backbone.weights_filename(alpha)
-    url = backbone.weights_url(alpha)
-    return (
-        f"Cannot download the ImageNet weights of {backbone.name} ({reason}).\n"
-        f"Download {name} ({backbone.download_size(alpha):g} MB) from\n  {url}\n"
-        f"on a machine with internet access and put it in {keras_models_dir()}/ "
-        f"(that is $KERAS_HOME/models/), or pass its path with -weights PATH "
-        f"(the widget: Weights > File). Use -weights None for random weights.")
+    head = (f"Cannot download the ImageNet weights of {backbone.name} ({reason}).\n"
+            f"Download {name} ({backbone.download_size(alpha):g} MB) from\n  "
+            f"{backbone.weights_url(alpha)}\non a machine with internet access and put it "
+            f"in {keras_models_dir()}/ (that is $KERAS_HOME/models/), ")
+    return WeightsUnavailableError(
+        head + "or pass its path with -weights PATH. Use -weights None for random weights.",
+        head + "or choose it under Weights › File…. Or use Weights › None (random).")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """The hex digest of a file, remembered while its size and time stay the same."""
+    info = path.stat()
+    key = (algorithm, str(path), info.st_size, info.st_mtime_ns)
+    with _digest_lock:
+        if key in _digests:
+            return _digests[key]
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    with _digest_lock:
+        _digests[key] = digest.hexdigest()
+    return _digests[key]
+
+
+def matches_published_hash(backbone: Backbone, alpha: float, path: Path) -> bool | None:
+    """Whether ``path`` has the hash Keras publishes (None where none is known)."""
+    expected = backbone.weights_digest(alpha)
+    if not expected:
+        return None
+    algorithm = "sha256" if len(expected) == 64 else "md5"
+    return file_digest(path, algorithm) == expected
+
+
+def verify(backbone: Backbone, alpha: float, path: Path) -> None:
+    """Refuse a damaged, truncated or foreign ImageNet weights file, naming it."""
+    check_private(path, keras_home())
+    if matches_published_hash(backbone, alpha, path) is False:
+        raise WeightsUnavailableError(
+            f"The weights file {path} is damaged or incomplete: it does not have the hash "
+            f"Keras publishes for {backbone.weights_filename(alpha)}. Delete it and run "
+            f"again to download it, or download it from {backbone.weights_url(alpha)}")
+
+
+def _complete_hdf5(path: Path) -> bool:
+    """Whether every dataset of an HDF5 file can be read (a truncated file fails)."""
+    import h5py  # Keras' own dependency
+
+    def read(_name, item):
+        if isinstance(item, h5py.Dataset):
+            item[()]
+
+    try:
+        with h5py.File(path, "r") as file:
+            file.visititems(read)
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return False
+    return True
 
 
 def download_imagenet(backbone: Backbone, alpha: float = 1.0,
                       progress: ByteProgress | None = None) -> Path:
-    """Download the ImageNet weights into Keras' cache; return the file's path."""
+    """Download the ImageNet weights into Keras' cache; return the file's path.
+
+    A short read is refused: by the Content-Length where the server sends one,
+    and by the published hash (or, for files without one, by reading the whole
+    HDF5 file) in every case.
+    """
     folder = keras_models_dir()
     target = folder / backbone.weights_filename(alpha)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WeightsUnavailableError(
-            offline_message(backbone, alpha, f"cannot create {folder}: {exc.strerror}")) from None
-    url = backbone.weights_url(alpha)
+        raise offline_message(backbone, alpha, f"cannot create {folder}: {exc.strerror}") \
+            from None
     tmp = None
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            total = int(response.headers.get("Content-Length") or 0)
-            fd, tmp = tempfile.mkstemp(prefix=".download-", dir=folder)
+        tmp = _fetch(backbone.weights_url(alpha), folder, progress)
+        complete = matches_published_hash(backbone, alpha, tmp)
+        if complete is None:
+            complete = _complete_hdf5(tmp)
+        if not complete:
+            raise OSError("the file arrived incomplete or damaged")
+        os.replace(tmp, target)
+        tmp = None
+    except urllib.error.URLError as exc:
+        raise offline_message(backbone, alpha, f"no connection: {exc.reason}") from None
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise offline_message(backbone, alpha, f"the download failed: {exc}") from None
+    finally:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
+    return target
+
+
+def _fetch(url: str, folder: Path, progress: ByteProgress | None) -> Path:
+    """Download ``url`` to a new temporary file in ``folder``."""
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        total = int(response.headers.get("Content-Length") or 0)
+        fd, name = tempfile.mkstemp(prefix=".download-", dir=folder)
+        try:
             done = 0
             with os.fdopen(fd, "wb") as out:
                 while chunk := response.read(_CHUNK):
@@ -114,35 +225,28 @@ def download_imagenet(backbone: Backbone, alpha: float = 1.0,
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)
-        if total and done != total:
-            raise OSError(f"got {done} of {total} bytes")
-        os.replace(tmp, target)
-        tmp = None
-    except urllib.error.URLError as exc:
-        raise WeightsUnavailableError(
-            offline_message(backbone, alpha, f"no connection: {exc.reason}")) from None
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise WeightsUnavailableError(
-            offline_message(backbone, alpha, f"the download failed: {exc!r}")) from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+            if total and done != total:
+                raise OSError(f"got {done} of {total} bytes")
+        except BaseException:
+            os.unlink(name)
+            raise
+    return Path(name)
 
 
 def resolve_weights(backbone: Backbone, weights: str | None, alpha: float = 1.0,
                     progress: ByteProgress | None = None) -> str | None:
     """The weights file to load (downloading ImageNet weights if needed), or None."""
     weights = normalize_weights(weights)
+    if weights is None:
+        return None
     if weights != "imagenet":
+        check_private(Path(weights))
         return weights
     found = find_imagenet_file(backbone, alpha)
-    if found is not None:
-        return str(found)
-    return str(download_imagenet(backbone, alpha, progress))
-
-
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+    if found is None:
+        found = download_imagenet(backbone, alpha, progress)
+    verify(backbone, alpha, found)
+    return str(found)
 
 
 def weights_identity(backbone: Backbone, weights: str | None, alpha: float = 1.0) -> str:
@@ -156,16 +260,4 @@ def weights_identity(backbone: Backbone, weights: str | None, alpha: float = 1.0
         return f"random-v2-seed{RANDOM_SEED}"  # v2: seeds fixed per layer
     if weights == "imagenet":
         return "imagenet:" + backbone.weights_filename(alpha)
-    stat = os.stat(weights)
-    key = (weights, stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_DIGESTS:
-        digest = hashlib.sha256()
-        with open(weights, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-        _FILE_DIGESTS[key] = digest.hexdigest()
-    return "file:" + _FILE_DIGESTS[key]
-
-
-#: Random weights are seeded, so that ``weights=None`` runs are reproducible.
-RANDOM_SEED = 0
+    return "file:" + file_digest(Path(weights), "sha256")

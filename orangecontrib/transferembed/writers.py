@@ -2,15 +2,22 @@
 
 Every file is written under a temporary name in its target folder and then
 renamed over the target, so a failed or interrupted run never leaves a
-half-written file and never clobbers an existing one.
+half-written file and never clobbers an existing one. The temporary file is
+created with the mode ``open()`` would give it (the kernel applies the umask).
+Files written together are committed with signals held back, and a pair never
+mixes a new file with an old one: the old partner is removed before the new
+files are renamed into place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
-import tempfile
+import secrets
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,13 +25,16 @@ from typing import IO
 
 import numpy as np
 
-from .engine import EmbeddingResult, Skipped
+from .errors import TransferEmbedError
+from .results import EmbeddingResult, Skipped
+
+#: Rows of a CSV formatted at once: bounds the memory of formatting.
+CSV_BLOCK_ROWS = 256
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+class OutputError(TransferEmbedError):
+    """An output file that cannot be written (disk full, folder gone, no permission)."""
 
 
 class _Staged:
@@ -32,37 +42,64 @@ class _Staged:
 
     def __init__(self, target: Path, mode: str = "wb"):
         self.target = target
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
-                                        dir=target.parent)
-        os.chmod(self.tmp, 0o666 & ~_umask())  # as open() would create it
+        self.tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         kwargs = {"newline": "", "encoding": "utf-8"} if "b" not in mode else {}
         self.file: IO = os.fdopen(fd, mode, **kwargs)
 
-    def commit(self) -> None:
+    def close(self) -> None:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
+
+    def commit(self) -> None:
         os.replace(self.tmp, self.target)
 
     def discard(self) -> None:
         if not self.file.closed:
             self.file.close()
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        self.tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM back while files are renamed into place."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def write_atomically(targets: Sequence[Path], write: Callable[..., None],
                      mode: str = "wb") -> None:
-    """Call ``write(*files)`` on temporaries, then rename them all into place."""
+    """Call ``write(*files)`` on temporaries, then rename them all into place.
+
+    An ``OSError`` becomes an :class:`OutputError` that names the file.
+    """
     staged: list[_Staged] = []
-    with ExitStack() as stack:
-        for target in targets:
-            stage = _Staged(Path(target), mode)
-            staged.append(stage)
-            stack.callback(stage.discard)
-        write(*(stage.file for stage in staged))
-        for stage in staged:
-            stage.commit()
+    current = Path(targets[0])
+    try:
+        with ExitStack() as stack:
+            for target in targets:
+                current = Path(target)
+                stage = _Staged(current, mode)
+                staged.append(stage)
+                stack.callback(stage.discard)
+            write(*(stage.file for stage in staged))
+            for stage in staged:
+                current = stage.target
+                stage.close()
+            with _signals_held():
+                for stage in staged[1:]:  # never a new first file beside an old partner
+                    stage.target.unlink(missing_ok=True)
+                for stage in staged:
+                    stage.commit()
+    except OSError as exc:
+        raise OutputError(f"cannot write {current}: {exc.strerror or exc}") from None
 
 
 def label_column(labels: np.ndarray | None, n: int) -> np.ndarray:
@@ -108,25 +145,32 @@ def write_npy_pair(result: EmbeddingResult, folder: str | os.PathLike,
 
 
 def write_csv(result: EmbeddingResult, folder: str | os.PathLike, name: str) -> Path:
-    """``<name>.csv`` with the header ``Class,n0,...,n{K-1}``; one row per image."""
+    """``<name>.csv`` with the header ``Class,n0,...,n{K-1}``; one row per image.
+
+    Rows are formatted :data:`CSV_BLOCK_ROWS` at a time from the float32
+    array (which may be a disk-backed map), never all at once.
+    """
     path = Path(folder) / f"{name}.csv"
     embeddings = result.embeddings
-    row_format = ",".join(["%.9g"] * embeddings.shape[1])  # float32 round-trips at 9 digits
-    labels = label_texts(result.labels, len(result))
+    row_format = ",".join(["%.9g"] * embeddings.shape[1]) + "\n"  # float32 round-trips
+    labels = [_csv_cell(text) for text in label_texts(result.labels, len(result))]
 
     def write(file):
-        writer = csv.writer(file, lineterminator="\n")
-        writer.writerow(["Class", *result.feature_names])
-        buffer = io.StringIO()
-        label_writer = csv.writer(buffer, lineterminator="")
-        for label, row in zip(labels, embeddings.tolist(), strict=True):
-            buffer.seek(0)
-            buffer.truncate()
-            label_writer.writerow([label])
-            file.write(buffer.getvalue() + "," + row_format % tuple(row) + "\n")
+        csv.writer(file, lineterminator="\n").writerow(["Class", *result.feature_names])
+        for start in range(0, len(labels), CSV_BLOCK_ROWS):
+            stop = start + CSV_BLOCK_ROWS
+            block = np.asarray(embeddings[start:stop], np.float32).tolist()
+            file.write("".join(label + "," + row_format % tuple(row)
+                               for label, row in zip(labels[start:stop], block, strict=True)))
 
     write_atomically([path], write, mode="w")
     return path
+
+
+def _csv_cell(text: str) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow([text])
+    return buffer.getvalue()
 
 
 def skipped_path(folder: str | os.PathLike, name: str) -> Path:

@@ -7,52 +7,47 @@ TensorFlow is imported there, on first use, never when the widget is created.
 
 from __future__ import annotations
 
-import os
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from AnyQt.QtCore import Qt
-from AnyQt.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QGridLayout,
-    QLabel,
-    QStackedWidget,
-    QStyle,
-)
+from AnyQt.QtWidgets import QComboBox, QGridLayout, QLabel, QStyle
 from Orange.data import Table
 from Orange.widgets import gui
-from Orange.widgets.settings import ContextSetting, DomainContextHandler, Setting
+from Orange.widgets.settings import DomainContextHandler, Setting
 from Orange.widgets.utils.concurrent import ConcurrentWidgetMixin, TaskState
-from Orange.widgets.utils.itemmodels import VariableListModel
 from Orange.widgets.utils.widgetpreview import WidgetPreview
 from Orange.widgets.widget import Input, Msg, Output, OWWidget
 
-from orangecontrib.transferembed import engine
-from orangecontrib.transferembed.backbones import BACKBONES, Backbone, get_backbone
+from orangecontrib.transferembed.api import run_job
+from orangecontrib.transferembed.backbones import BACKBONES, get_backbone
+from orangecontrib.transferembed.config import DEFAULT_LAYER, NATIVE, EmbedConfig
 from orangecontrib.transferembed.errors import (
     EmbeddingCancelled,
     SourceError,
     TransferEmbedError,
     WeightsUnavailableError,
 )
-from orangecontrib.transferembed.images import DEFAULT_RESIZE, RESIZE_POLICIES
-from orangecontrib.transferembed.sources import Source, csv_source, folder_source, npy_source
-from orangecontrib.transferembed.table import (
-    embeddings_table,
-    image_columns,
-    skipped_table,
-    table_source,
+from orangecontrib.transferembed.table import embeddings_table, skipped_table
+from orangecontrib.transferembed.widgets.common import (
+    Choice,
+    EmbeddingOptionsMixin,
+    ImageSourceMixin,
+    LayerLister,
+    PathRow,
+    TaskHooks,
+    backbone_text,
+    build_source,
+    gui_message,
+    weights_text,
 )
 
-RESIZE_LABELS = {"crop": "Centre crop", "stretch": "Stretch (as the original)"}
-#: Source kinds, in the order of the radio buttons.
-SOURCES = ("table", "folder", "csv", "npy")
+log = logging.getLogger(__name__)
 WEIGHTS = ("imagenet", "none", "file")
 INPUT_SIZES = ("default", "native")
-MAX_RECENT = 10
+POOLINGS = ("avg", "max")
 #: Skip reasons quoted in the warning.
 SHOWN_REASONS = 3
 
@@ -67,52 +62,22 @@ class Outcome:
     n_skipped: int
     n_cached: int
     first_skipped: list[str]
+    notices: list[str] = field(default_factory=list)
 
 
-def run(make_source: Callable[[], Source], config: engine.EmbedConfig, data: Table | None,
+def run(make_source: Callable, config: EmbedConfig, data: Table | None,
         state: TaskState) -> Outcome:
     """Embed the source that ``make_source`` builds; runs in the worker thread."""
-    source = make_source()
-
-    def download_progress(done: int, total: int) -> None:
-        if state.is_interruption_requested():
-            raise EmbeddingCancelled()
-        state.set_partial_result((done, total))
-
-    result = engine.run(
-        source, config,
-        progress=lambda done, total: state.set_progress_value(100 * done / max(total, 1)),
-        is_cancelled=state.is_interruption_requested,
-        download_progress=download_progress)
+    source = build_source(make_source, state)
+    result = run_job(source, config, TaskHooks(state))
     return Outcome(embeddings_table(result, data), skipped_table(result, data),
                    len(result), len(result.skipped), result.n_cached,
-                   [f"{Path(s.item).name}: {s.reason}" for s in result.skipped[:SHOWN_REASONS]])
+                   [f"{Path(s.item).name}: {s.reason}" for s in result.skipped[:SHOWN_REASONS]],
+                   result.notices)
 
 
-class _Choice:
-    """An index view of a text setting, for radio buttons and combo boxes,
-    so that the setting itself is stored by name."""
-
-    def __init__(self, setting: str, choices: tuple[str, ...]):
-        self.setting, self.choices = setting, choices
-
-    def __get__(self, widget, owner=None):
-        if widget is None:
-            return self
-        value = getattr(widget, self.setting)
-        return self.choices.index(value) if value in self.choices else -1
-
-    def __set__(self, widget, index: int) -> None:
-        setattr(widget, self.setting, self.choices[index])
-
-
-def backbone_text(backbone: Backbone) -> str:
-    """A backbone as the combo box shows it."""
-    return (f"{backbone.name} ({backbone.feature_size} features, {backbone.input_size} px, "
-            f"{backbone.download_mb:g} MB)")
-
-
-class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
+class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
+                          EmbeddingOptionsMixin):
     name = "Transfer Embedding"
     description = "Embed images with an ImageNet-pretrained CNN from keras.applications."
     icon = "icons/transfer-embedding.svg"
@@ -123,7 +88,7 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
 
     want_main_area = False
     resizing_enabled = False
-    settings_version = 1
+    settings_version = 2
     settingsHandler = DomainContextHandler()
 
     class Inputs:
@@ -143,196 +108,102 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
 
     class Warning(OWWidget.Warning):
         images_skipped = Msg("{} of {} images skipped: {}")
+        notices = Msg("{}")
 
     class Information(OWWidget.Information):
         downloading = Msg("Downloading weights... {}")
-        choose_source = Msg("Choose {}.")
-        cancelled = Msg("Cancelled.")
+        stage = Msg("{}")
+        choose_source = Msg("{}")
+        cancelled = Msg("Cancelled. Press Apply to embed again.")
 
-    source = Setting("table")
-    folder_path = Setting("", schema_only=True)
-    csv_path = Setting("", schema_only=True)
-    npy_data_path = Setting("", schema_only=True)
-    npy_labels_path = Setting("", schema_only=True)
-    npy_height = Setting(90)
-    npy_width = Setting(160)
-    npy_channels = Setting(3)
-    recent_folders: list[str] = Setting([])
-    recent_csv: list[str] = Setting([])
-    recent_npy: list[str] = Setting([])
-    image_column = ContextSetting(None)
     model_name = Setting("MobileNet")
     alpha = Setting(1.0)
+    widths: dict = Setting({})  #: backbone -> the width last used with it
+    layer = Setting(DEFAULT_LAYER)
+    layers: dict = Setting({})  #: backbone -> the layer last used with it
+    pooling = Setting("avg")
     weights = Setting("imagenet")
     weights_path = Setting("", schema_only=True)
     recent_weights: list[str] = Setting([])
-    batch_size = Setting(32)
     input_size = Setting("default")
-    resize = Setting(DEFAULT_RESIZE)
-    use_cache = Setting(True)
     auto_apply = Setting(True)
 
-    source_index = _Choice("source", SOURCES)
-    weights_index = _Choice("weights", WEIGHTS)
-    input_size_index = _Choice("input_size", INPUT_SIZES)
-    resize_index = _Choice("resize", RESIZE_POLICIES)
-    model_index = _Choice("model_name", tuple(BACKBONES))
+    weights_index = Choice("weights", WEIGHTS)
+    input_size_index = Choice("input_size", INPUT_SIZES)
+    model_index = Choice("model_name", tuple(BACKBONES))
+    pooling_index = Choice("pooling", POOLINGS)
 
     def __init__(self):
         OWWidget.__init__(self)
         ConcurrentWidgetMixin.__init__(self)
         if self.model_name.lower() in (name.lower() for name in BACKBONES):
             self.model_name = get_backbone(self.model_name).name  # as a script may spell it
-        self.data: Table | None = None
-        self._path_combos: dict[str, QComboBox] = {}
-        self._setup_source_box()
+        self._shown_model = self.model_name
+        self.layer_lister = LayerLister(self._layers_listed)
+        self.setup_source_box(self._settings_changed)
         self._setup_model_box()
-        self._setup_options_box()
+        self.setup_options_box(self._settings_changed, self._input_size_row)
         self.status_label = gui.widgetLabel(self.controlArea, "Nothing embedded yet.")
+        self.status_label.setWordWrap(True)
         self.cancel_button = gui.button(
             self.buttonsArea, self, "Cancel", callback=self.cancel_embedding, autoDefault=False)
         self.cancel_button.setIcon(
             self.style().standardIcon(QStyle.StandardPixmap.SP_DialogCancelButton))
         self.cancel_button.setEnabled(False)
-        gui.auto_apply(self.buttonsArea, self, "auto_apply")
+        self.apply_box = gui.auto_apply(self.buttonsArea, self, "auto_apply")
         self._update_model_controls()
         if self.source != "table":  # a workflow's own source: embed on opening
             self.commit.now()
 
     # --- the GUI -------------------------------------------------------------------------
 
-    def _setup_source_box(self):
-        box = gui.vBox(self.controlArea, "Images")
-        gui.comboBox(box, self, "source_index", label="From:",
-                     orientation=Qt.Orientation.Horizontal, callback=self._source_changed,
-                     items=["Input data", "Image folder (one subfolder per class)",
-                            "CSV file of label,path rows", "npy pair: images and labels"])
-        self.source_pages = QStackedWidget()
-        box.layout().addWidget(self.source_pages)
-        table_page, folder_page, csv_page, npy_page = (gui.vBox(None) for _ in SOURCES)
-        self.columns_model = VariableListModel(placeholder="(none)")
-        gui.comboBox(table_page, self, "image_column", label="Image column:",
-                     orientation=Qt.Orientation.Horizontal, model=self.columns_model,
-                     callback=self._settings_changed)
-        self._path_row(folder_page, "folder_path", "recent_folders", "Image folder",
-                       label="Folder:")
-        self._path_row(csv_page, "csv_path", "recent_csv", "CSV file",
-                       "CSV files (*.csv *.txt);;All files (*)", "File:")
-        npy_filter = "NumPy arrays (*.npy);;All files (*)"
-        self._path_row(npy_page, "npy_data_path", "recent_npy", "Images", npy_filter, "Images:")
-        self._path_row(npy_page, "npy_labels_path", "recent_npy", "Labels", npy_filter,
-                       "Labels:")
-        shape_box = gui.hBox(npy_page)
-        for attr, label in (("npy_height", "Height:"), ("npy_width", "Width:"),
-                            ("npy_channels", "Channels:")):
-            gui.spin(shape_box, self, attr, 1, 100000, label=label,
-                     callback=self._settings_changed, controlWidth=64)
-        for page in (table_page, folder_page, csv_page, npy_page):
-            page.layout().addStretch(1)
-            self.source_pages.addWidget(page)
-        self.source_pages.setCurrentIndex(max(self.source_index, 0))
-
-    def _path_row(self, parent, attr: str, recent_attr: str, caption: str,
-                  file_filter: str | None = None, label: str | None = None):
-        """A combo of recent paths with a browse button; ``file_filter`` None: a folder."""
-        row = gui.hBox(parent)
-        if label:
-            gui.widgetLabel(row, label)
-        combo = QComboBox(minimumContentsLength=24, sizeAdjustPolicy=(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon))
-        combo.activated.connect(lambda index: self._set_path(attr, recent_attr,
-                                                             combo.itemText(index)))
-        row.layout().addWidget(combo)
-        self._path_combos[attr] = combo
-        gui.button(row, self, "...", width=32, autoDefault=False,
-                   callback=lambda: self._browse(attr, recent_attr, caption, file_filter))
-        self._fill_path_combo(attr, recent_attr)
-
-    def _fill_path_combo(self, attr: str, recent_attr: str):
-        combo = self._path_combos[attr]
-        current = getattr(self, attr)
-        paths = [current] if current else []
-        paths += [p for p in getattr(self, recent_attr) if p != current]
-        combo.clear()
-        combo.addItems(paths)
-        combo.setCurrentIndex(0 if current else -1)
-
-    def _browse(self, attr: str, recent_attr: str, caption: str, file_filter: str | None):
-        start = getattr(self, attr) or next(iter(getattr(self, recent_attr)), "") \
-            or os.path.expanduser("~")
-        if file_filter is None:
-            path = QFileDialog.getExistingDirectory(self, caption, start)
-        else:
-            path, _ = QFileDialog.getOpenFileName(self, caption, start, file_filter)
-        if path:
-            self._set_path(attr, recent_attr, path)
-
-    def _set_path(self, attr: str, recent_attr: str, path: str):
-        """Use ``path`` for ``attr``, remember it, and embed from that source."""
-        setattr(self, attr, path)
-        recent = [path] + [p for p in getattr(self, recent_attr) if p != path]
-        setattr(self, recent_attr, recent[:MAX_RECENT])
-        for other, combo_recent in (("npy_data_path", "recent_npy"),
-                                    ("npy_labels_path", "recent_npy"),
-                                    (attr, recent_attr)):
-            if combo_recent == recent_attr:
-                self._fill_path_combo(other, combo_recent)
-        if attr == "weights_path":
-            self.weights_index = WEIGHTS.index("file")
-            self.weights_row.setEnabled(True)
-        else:
-            self.source_index = SOURCES.index({"folder_path": "folder", "csv_path": "csv"}
-                                              .get(attr, "npy"))
-            self.source_pages.setCurrentIndex(self.source_index)
-        self._settings_changed()
-
     def _setup_model_box(self):
         box = gui.vBox(self.controlArea, "Model")
         grid = QGridLayout()
         gui.widgetBox(box, orientation=grid)
         self.model_combo = gui.comboBox(
-            None, self, "model_index", items=[backbone_text(b) for b in BACKBONES.values()],
-            callback=self._model_changed)
-        grid.addWidget(QLabel("Backbone:"), 0, 0)
-        grid.addWidget(self.model_combo, 0, 1)
-        self.model_info = QLabel(wordWrap=True)
-        grid.addWidget(self.model_info, 1, 1)
+            None, self, "model_index", callback=self._model_changed,
+            items=[backbone_text(b, self.widths.get(b.name, 1.0)) for b in BACKBONES.values()],
+            sizeAdjustPolicy=QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.alpha_combo = QComboBox()
         self.alpha_combo.activated.connect(self._alpha_changed)
-        grid.addWidget(QLabel("Width (alpha):"), 2, 0)
-        grid.addWidget(self.alpha_combo, 2, 1)
+        self.layer_combo = QComboBox(minimumContentsLength=18, sizeAdjustPolicy=(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon))
+        self.layer_combo.activated.connect(self._layer_chosen)
+        self.list_layers_button = gui.button(None, self, "List", callback=self._list_layers,
+                                             autoDefault=False, width=48)
+        self.list_layers_button.setToolTip("List this backbone's layers (takes a few seconds)")
+        layer_row = gui.hBox(None)
+        layer_row.layout().addWidget(self.layer_combo)
+        layer_row.layout().addWidget(self.list_layers_button)
+        self.pooling_combo = gui.comboBox(None, self, "pooling_index", items=["Average", "Maximum"],
+                                          callback=self._settings_changed)
         self.weights_combo = gui.comboBox(
-            None, self, "weights_index", items=["ImageNet (downloaded once)", "None (random)",
-                                                "File"], callback=self._weights_changed)
-        grid.addWidget(QLabel("Weights:"), 3, 0)
-        grid.addWidget(self.weights_combo, 3, 1)
-        self.weights_row = gui.hBox(None)
-        grid.addWidget(self.weights_row, 4, 1)
-        self._path_row(self.weights_row, "weights_path", "recent_weights", "Weights file",
-                       "Keras weights (*.h5 *.keras *.weights.h5);;All files (*)")
-        self.weights_row.setEnabled(self.weights == "file")
+            None, self, "weights_index", items=["ImageNet", "None (random)", "File…"],
+            callback=self._weights_changed)
+        self.weights_row = PathRow(self, None, "weights_path", "recent_weights", "Weights file",
+                                   "Keras weights (*.h5 *.keras *.weights.h5);;All files (*)",
+                                   self._weights_file_chosen)
+        self.model_info = QLabel(wordWrap=True)
+        self.weights_info = QLabel(wordWrap=True)
+        self.weights_file_label = QLabel("Weights file:")
+        rows = [("Backbone:", self.model_combo), ("Width (alpha):", self.alpha_combo),
+                ("Layer:", layer_row), ("Pooling:", self.pooling_combo),
+                ("Weights:", self.weights_combo), (self.weights_file_label, self.weights_row.box)]
+        for row, (label, control) in enumerate(rows):
+            grid.addWidget(QLabel(label) if isinstance(label, str) else label, row, 0)
+            grid.addWidget(control, row, 1)
+        grid.addWidget(self.model_info, len(rows), 0, 1, 2)
+        grid.addWidget(self.weights_info, len(rows) + 1, 0, 1, 2)
 
-    def _weights_changed(self):
-        self.weights_row.setEnabled(self.weights == "file")
-        self._settings_changed()
-
-    def _setup_options_box(self):
-        box = gui.vBox(self.controlArea, "Options")
-        gui.spin(box, self, "batch_size", 1, 1024, label="Batch size:",
-                 callback=self._settings_changed, controlWidth=64)
+    def _input_size_row(self, box):
         self.input_size_combo = gui.comboBox(
             box, self, "input_size_index", label="Input size:",
             orientation=Qt.Orientation.Horizontal,
             items=["Backbone's default", "Image's own size"], callback=self._settings_changed)
-        gui.comboBox(box, self, "resize_index", label="Resize:",
-                     orientation=Qt.Orientation.Horizontal,
-                     items=[RESIZE_LABELS[policy] for policy in RESIZE_POLICIES],
-                     callback=self._settings_changed)
-        gui.checkBox(box, self, "use_cache", "Use cache (reuse embeddings of seen images)",
-                     callback=self._settings_changed)
 
     def _update_model_controls(self):
-        """Fill the alpha combo and the description for the chosen backbone."""
+        """The width, layer, pooling and weights controls for the chosen backbone."""
         try:
             backbone = get_backbone(self.model_name)
         except TransferEmbedError:
@@ -340,35 +211,81 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
             self.alpha_combo.clear()
             return
         alphas = backbone.alphas()
+        alpha = float(self.alpha) if float(self.alpha) in alphas else 1.0
         self.alpha_combo.clear()
         self.alpha_combo.addItems([f"{a:g}" for a in alphas])
-        if backbone.has_alpha and float(self.alpha) in alphas:
-            self.alpha_combo.setCurrentIndex(alphas.index(float(self.alpha)))
-        else:
-            self.alpha_combo.setCurrentIndex(alphas.index(1.0))
+        self.alpha_combo.setCurrentIndex(alphas.index(alpha))
         self.alpha_combo.setEnabled(backbone.has_alpha)
-        alpha = float(self.alpha) if backbone.has_alpha and float(self.alpha) in alphas else 1.0
-        self.model_info.setText(
-            f"{backbone.features(alpha)} features ({backbone.feature_description}), "
-            f"input {backbone.input_size}×{backbone.input_size} px; ImageNet weights "
-            f"{backbone.weights_filename(alpha)} ({backbone.download_size(alpha):g} MB)")
-        self.input_size_combo.setEnabled(backbone.pooled)
+        self.model_combo.setItemText(self.model_index, backbone_text(backbone, alpha))
+        self._fill_layer_combo(backbone.name, alpha)
+        features = f"{backbone.features(alpha)} features ({backbone.feature_description})" \
+            if self.layer == DEFAULT_LAYER else f"features of layer {self.layer}"
+        self.model_info.setText(f"{features}; input {backbone.input_size}×"
+                                f"{backbone.input_size} px")
+        self.weights_info.setText(weights_text(backbone, alpha))
+        self.weights_info.setVisible(self.weights == "imagenet")
+        for widget in (self.weights_file_label, self.weights_row.box):
+            widget.setVisible(self.weights == "file")
+        self.input_size_combo.setEnabled(backbone.pooled and not backbone.fixed_input)
+
+    def _fill_layer_combo(self, model: str, alpha: float):
+        known = self.layer_lister.known(model, alpha) or []
+        self._layer_names = [DEFAULT_LAYER] + [layer.name for layer in known]
+        if self.layer not in self._layer_names:
+            self._layer_names.append(self.layer)
+        self.layer_combo.clear()
+        self.layer_combo.addItem("Default")
+        for layer in known:
+            self.layer_combo.addItem(f"{layer.name} ({layer.features})")
+        if len(self.layer_combo) < len(self._layer_names):
+            self.layer_combo.addItem(self.layer)
+        self.layer_combo.setCurrentIndex(self._layer_names.index(self.layer))
+        self.list_layers_button.setEnabled(not known)
 
     # --- reacting to the user and the input --------------------------------------------
 
-    def _source_changed(self):
-        self.source_pages.setCurrentIndex(max(self.source_index, 0))
-        self._settings_changed()
-
     def _model_changed(self):
+        old = self._shown_model
+        self.widths[old], self.layers[old] = float(self.alpha), self.layer
         backbone = get_backbone(self.model_name)
-        if float(self.alpha) not in backbone.alphas():
+        self.alpha = self.widths.get(backbone.name, 1.0)
+        if self.alpha not in backbone.alphas():
             self.alpha = 1.0
+        self.layer = self.layers.get(backbone.name, DEFAULT_LAYER)
+        self._shown_model = backbone.name
         self._update_model_controls()
         self._settings_changed()
 
     def _alpha_changed(self, index: int):
         self.alpha = get_backbone(self.model_name).alphas()[index]
+        self._update_model_controls()
+        self._settings_changed()
+
+    def _list_layers(self):
+        self.list_layers_button.setEnabled(False)
+        self.Information.stage("Listing the layers...")
+        self.layer_lister.request(self.model_name, float(self.alpha))
+
+    def _layers_listed(self, model: str, alpha: float, layers, problem: str | None):
+        self.Information.stage.clear()
+        if problem is not None:
+            self.Error.settings(problem)
+        if model == self.model_name and alpha == float(self.alpha):
+            self._fill_layer_combo(model, alpha)
+            if layers:
+                self.layer_combo.showPopup()
+
+    def _layer_chosen(self, index: int):
+        self.layer = self._layer_names[index]
+        self._update_model_controls()
+        self._settings_changed()
+
+    def _weights_changed(self):
+        self._update_model_controls()
+        self._settings_changed()
+
+    def _weights_file_chosen(self, _attr: str, _path: str):
+        self.weights = "file"
         self._update_model_controls()
         self._settings_changed()
 
@@ -378,13 +295,8 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
     @Inputs.images
     def set_data(self, data: Table | None):
         self.closeContext()
-        self.data = data
-        columns = image_columns(data.domain) if data is not None else []
-        self.columns_model[:] = columns
-        self.image_column = columns[0] if columns else None
+        self.set_source_data(data)
         if data is not None:
-            self.source_index = SOURCES.index("table")
-            self.source_pages.setCurrentIndex(self.source_index)
             self.openContext(data.domain)
 
     def handleNewSignals(self):
@@ -392,57 +304,38 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
 
     # --- running -------------------------------------------------------------------------
 
-    def _config(self) -> engine.EmbedConfig:
-        """The engine's settings (raises TransferEmbedError or ValueError)."""
+    def _config(self) -> EmbedConfig:
+        """The engine's settings (raises TransferEmbedError)."""
         backbone = get_backbone(self.model_name)
         if self.weights == "file" and not self.weights_path:
-            raise ValueError("Choose a weights file, or use ImageNet or random weights.")
+            raise WeightsUnavailableError("Choose a weights file under Weights › File…, or "
+                                          "use ImageNet or random weights.")
         weights = {"imagenet": "imagenet", "none": None}.get(self.weights, self.weights_path)
         native = self.input_size == "native" and backbone.pooled and not backbone.fixed_input
-        return engine.EmbedConfig(
+        return EmbedConfig(
             model=backbone.name, weights=weights,
-            alpha=float(self.alpha) if backbone.has_alpha else 1.0,
-            input_size=engine.NATIVE if native else None, resize=self.resize,
-            batch_size=self.batch_size, cache=bool(self.use_cache))
-
-    def _source_maker(self) -> tuple[Callable[[], Source] | None, Table | None]:
-        """A function that builds the chosen source (in the worker), and the
-        input table it comes from; None where there is nothing to embed."""
-        if self.source == "table":
-            if self.data is None:
-                return None, None
-            if self.image_column is None:
-                self.Error.no_image_column()
-                return None, None
-            if not len(self.data):
-                return None, None
-            return partial(table_source, self.data, self.image_column), self.data
-        if self.source == "folder":
-            path, what = self.folder_path, "an image folder"
-            maker = partial(folder_source, path)
-        elif self.source == "csv":
-            path, what = self.csv_path, "a CSV file of label,path rows"
-            maker = partial(csv_source, path)
-        else:
-            path, what = self.npy_data_path, "a npy file of images"
-            maker = partial(npy_source, path, self.npy_labels_path or None, self.npy_height,
-                            self.npy_width, self.npy_channels)
-        if not path:
-            self.Information.choose_source(what)
-            return None, None
-        return maker, None
+            alpha=float(self.alpha) if float(self.alpha) in backbone.alphas() else 1.0,
+            input_size=NATIVE if native else None, resize=self.resize_policy,
+            batch_size=self.batch_size, layer=self.layer, pooling=self.pooling,
+            precision=self.precision, cache=bool(self.use_cache))
 
     @gui.deferred
     def commit(self):
         self.cancel()
         self.clear_messages()
         self.cancel_button.setEnabled(False)
+        self.apply_box.button.setText("Apply Automatically" if self.auto_apply else "Apply")
+        self._show_precision_cost()
         try:
             config = self._config()
-        except (TransferEmbedError, ValueError) as exc:
+        except TransferEmbedError as exc:
             self._show_error(exc)
             config = None
-        maker, data = self._source_maker()
+        maker, data, missing = self.source_maker()
+        if missing == "no image column":
+            self.Error.no_image_column()
+        elif missing:
+            self.Information.choose_source(missing)
         if config is None or maker is None:
             self._send(None, None)
             self.status_label.setText("Nothing embedded.")
@@ -452,25 +345,37 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
         self.start(run, maker, config, data)
 
     def cancel_embedding(self):
-        """The Cancel button: stop the running embedding (within one batch)."""
+        """The Cancel button: stop the running embedding (within a second)."""
         self.cancel()
         self.cancel_button.setEnabled(False)
         self.Information.downloading.clear()
+        self.Information.stage.clear()
         self.Information.cancelled()
         self.status_label.setText("Cancelled.")
         self._send(None, None)
+        self.apply_box.button.setText("Apply")  # also with Apply Automatically on
+        self.apply_box.button.setEnabled(True)
 
-    def on_partial_result(self, progress: tuple[int, int]):
-        """Bytes of the weights downloaded so far."""
-        done, total = progress
-        mb = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
-        self.Information.downloading(mb)
-        if total:
-            self.progressBarSet(100 * done / total)
+    def on_partial_result(self, message: tuple):
+        """News from the worker: the images found, a stage, a notice, a download."""
+        kind, *values = message
+        if kind == "found":
+            self.status_label.setText(f"{values[0]}; embedding...")
+        elif kind == "status":
+            self.Information.stage(values[0])
+        elif kind == "notice":
+            self.Warning.notices(values[0])
+        elif kind == "download":
+            done, total = values
+            mb = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+            self.Information.downloading(mb)
+            if total:
+                self.progressBarSet(100 * done / total)
 
     def on_done(self, outcome: Outcome):
         self.cancel_button.setEnabled(False)
         self.Information.downloading.clear()
+        self.Information.stage.clear()
         self._send(outcome.embeddings, outcome.skipped)
         total = outcome.n_embedded + outcome.n_skipped
         status = f"{outcome.n_embedded} embedded, {outcome.n_skipped} skipped"
@@ -481,25 +386,30 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
             more = "; ..." if outcome.n_skipped > len(outcome.first_skipped) else ""
             self.Warning.images_skipped(outcome.n_skipped, total,
                                         "; ".join(outcome.first_skipped) + more)
+        if outcome.notices:
+            self.Warning.notices("\n".join(outcome.notices))
+        self._update_model_controls()  # the weights may be on this machine now
 
     def on_exception(self, ex: Exception):
         self.cancel_button.setEnabled(False)
         self.Information.downloading.clear()
+        self.Information.stage.clear()
         self._send(None, None)
         self.status_label.setText("Nothing embedded.")
         self._show_error(ex)
 
-    def _show_error(self, ex: Exception):
+    def _show_error(self, ex: BaseException):
         """The message for an error of the settings, the source or the run."""
         if isinstance(ex, EmbeddingCancelled):
             self.Information.cancelled()
         elif isinstance(ex, SourceError):
-            self.Error.source(str(ex))
+            self.Error.source(gui_message(ex))
         elif isinstance(ex, WeightsUnavailableError):
-            self.Error.weights_unavailable(str(ex))
-        elif isinstance(ex, (TransferEmbedError, ValueError)):
-            self.Error.settings(str(ex))
-        else:
+            self.Error.weights_unavailable(gui_message(ex))
+        elif isinstance(ex, TransferEmbedError):
+            self.Error.settings(gui_message(ex))
+        else:  # a bug: say so, and keep the traceback in the log
+            log.error("embedding failed", exc_info=(type(ex), ex, ex.__traceback__))
             self.Error.failed(f"{type(ex).__name__}: {ex}")
 
     def _send(self, embeddings: Table | None, skipped: Table | None):
@@ -508,22 +418,34 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin):
 
     def onDeleteWidget(self):
         self.shutdown()
+        self.layer_lister.shutdown()
         super().onDeleteWidget()
 
     def send_report(self):
-        source = {"table": "input data", "folder": self.folder_path, "csv": self.csv_path,
-                  "npy": self.npy_data_path}[self.source]
+        backbone = BACKBONES.get(self.model_name)
         self.report_items((
-            ("Images", source),
+            ("Images", self.source_description()),
             ("Backbone", self.model_name),
-            ("Alpha", f"{self.alpha:g}" if self.model_name in BACKBONES
-             and BACKBONES[self.model_name].has_alpha else None),
+            ("Width (alpha)", f"{self.alpha:g}" if backbone and backbone.has_alpha else None),
+            ("Layer", self.layer),
             ("Weights", self.weights_path if self.weights == "file" else self.weights),
             ("Batch size", self.batch_size),
             ("Input size", self.input_size),
-            ("Resize", self.resize),
+            ("Resize", self.resize_policy),
+            ("Precision", self.precision),
             ("Result", self.status_label.text()),
         ))
+
+    @classmethod
+    def migrate_settings(cls, settings: dict, version: int | None):
+        """Version 2: the setting ``resize`` (which hid ``QWidget.resize``, breaking
+        reopened workflows) is ``resize_policy``; widths are kept per backbone."""
+        if version is None or version < 2:
+            if "resize" in settings:
+                settings["resize_policy"] = settings.pop("resize")
+            model, alpha = settings.get("model_name"), settings.get("alpha")
+            if isinstance(model, str) and alpha is not None:
+                settings.setdefault("widths", {})[model] = alpha
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,190 @@
+"""Comparing representations: embed with several backbones and layers, and score each.
+
+Each candidate (a backbone, or ``BACKBONE:LAYER``) is embedded once, through
+the cache, and scored by stratified K-fold cross-validation of a standardised
+logistic regression with a fixed seed: classification accuracy (CA), the area
+under the ROC curve (AUC; one against the rest, averaged over the classes for
+more than two) and F1 (weighted by class size), each the mean over the folds.
+A candidate that cannot be embedded (its weights missing offline, an unknown
+layer) becomes a row with the reason; the others still run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backbones import get_backbone
+from .config import DEFAULT_LAYER, EmbedConfig
+from .engine import Hooks
+from .errors import SettingsError, TransferEmbedError
+from .results import EmbeddingResult
+from .sources import Source
+from .writers import label_texts
+
+DEFAULT_FOLDS = 5
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One representation: a backbone and one of its layers."""
+
+    model: str
+    layer: str = DEFAULT_LAYER
+
+    @classmethod
+    def parse(cls, text: str) -> Candidate:
+        """``BACKBONE`` or ``BACKBONE:LAYER``."""
+        model, _, layer = text.strip().partition(":")
+        if not model:
+            raise SettingsError(f"a candidate needs a backbone, got {text!r}")
+        return cls(model.strip(), layer.strip() or DEFAULT_LAYER)
+
+    @property
+    def label(self) -> str:
+        return self.model if self.layer == DEFAULT_LAYER else f"{self.model}:{self.layer}"
+
+
+@dataclass
+class Score:
+    """How well one candidate's embeddings separate the classes."""
+
+    candidate: Candidate
+    features: int | None = None
+    ca: float | None = None
+    auc: float | None = None
+    f1: float | None = None
+    ca_folds: list[float] = field(default_factory=list)
+    seconds: float = 0.0  #: time to embed (short when served from the cache)
+    error: str | None = None  #: why it has no scores
+    result: EmbeddingResult | None = None
+
+    @property
+    def spread(self) -> float | None:
+        return float(np.std(self.ca_folds)) if self.ca_folds else None
+
+
+def parse_candidates(text: str) -> list[Candidate]:
+    """A comma-separated list of ``BACKBONE`` or ``BACKBONE:LAYER``."""
+    candidates = [Candidate.parse(item) for item in text.split(",") if item.strip()]
+    if not candidates:
+        raise SettingsError("give at least one candidate, e.g. -tm MobileNet,ResNet50")
+    return list(dict.fromkeys(candidates))
+
+
+def folds_for(labels: list[str], folds: int) -> int:
+    """The number of folds the labels allow (each class in every fold), or an error."""
+    if folds < 2:
+        raise SettingsError(f"--cv needs at least 2 folds, got {folds}")
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise SettingsError("comparing needs images of at least two classes")
+    if counts.min() < 2:
+        raise SettingsError(f"class {classes[counts.argmin()]!r} has only one image; "
+                            f"each class needs at least two")
+    return int(min(folds, counts.min()))
+
+
+def cross_validate(embeddings: np.ndarray, labels: list[str], folds: int = DEFAULT_FOLDS,
+                   seed: int = SEED) -> tuple[float, float, float, list[float]]:
+    """Mean CA, AUC and F1 over stratified folds, and each fold's CA."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    y = np.asarray(labels)
+    X = np.asarray(embeddings, np.float64)
+    splitter = StratifiedKFold(n_splits=folds_for(labels, folds), shuffle=True,
+                               random_state=seed)
+    cas, aucs, f1s = [], [], []
+    for train, test in splitter.split(X, y):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        model.fit(X[train], y[train])
+        predicted, proba = model.predict(X[test]), model.predict_proba(X[test])
+        cas.append(accuracy_score(y[test], predicted))
+        f1s.append(f1_score(y[test], predicted, average="weighted"))
+        classes = model.classes_
+        if len(classes) == 2:
+            aucs.append(roc_auc_score(y[test] == classes[1], proba[:, 1]))
+        else:
+            aucs.append(roc_auc_score(y[test], proba, multi_class="ovr", labels=classes))
+    return float(np.mean(cas)), float(np.mean(aucs)), float(np.mean(f1s)), \
+        [float(v) for v in cas]
+
+
+def candidate_config(candidate: Candidate, settings: dict) -> EmbedConfig:
+    """A candidate's settings: its backbone and layer, and the shared ``settings``
+    (each backbone at its own default input size unless one is given; the width
+    ``alpha`` for the backbones that take it)."""
+    backbone = get_backbone(candidate.model)
+    alpha = float(settings.get("alpha", 1.0))
+    settings = {**settings, "alpha": alpha if alpha in backbone.alphas() else 1.0}
+    return EmbedConfig(model=backbone.name, layer=candidate.layer, **settings)
+
+
+def score_candidate(source: Source, settings: dict, candidate: Candidate,
+                    folds: int = DEFAULT_FOLDS, hooks: Hooks | None = None,
+                    client=None) -> Score:
+    """Embed ``source`` with one candidate and score it."""
+    from .api import run_job
+
+    score = Score(candidate)
+    started = time.perf_counter()
+    try:
+        result = run_job(source, candidate_config(candidate, settings), hooks, client=client)
+    except TransferEmbedError as exc:
+        score.error = " ".join(str(exc).split())  # one line, for a table cell
+        return score
+    score.seconds = time.perf_counter() - started
+    score.result = result
+    score.features = int(result.embeddings.shape[1]) if len(result) else None
+    if source.labels is None:
+        score.error = "the images have no classes to score against"
+        return score
+    try:
+        score.ca, score.auc, score.f1, score.ca_folds = cross_validate(
+            result.embeddings, label_texts(result.labels, len(result)), folds)
+    except SettingsError as exc:
+        score.error = str(exc)
+    return score
+
+
+def compare(source: Source, candidates: list[Candidate], settings: dict,
+            folds: int = DEFAULT_FOLDS, hooks: Hooks | None = None, client=None) -> list[Score]:
+    """Score every candidate on ``source``; progress runs over all of them.
+
+    ``settings`` are the :class:`EmbedConfig` settings the candidates share
+    (weights, alpha, input size, runtime, ...). Each candidate's backbone is
+    checked first, so that a misspelt name stops the comparison before any
+    work. The scores come in the candidates' order (see :func:`ranked`).
+    """
+    hooks = hooks or Hooks()
+    for candidate in candidates:
+        candidate_config(candidate, settings)
+    total, count = len(source), len(candidates)
+    scores = []
+    for k, candidate in enumerate(candidates):
+        hooks.check_cancelled()
+        if hooks.status is not None:
+            hooks.status(f"Embedding with {candidate.label} ({k + 1} of {count})")
+        step = Hooks(lambda done, _total, k=k: hooks.report(k * total + done, count * total),
+                     hooks.is_cancelled, hooks.download, hooks.status, hooks.notice,
+                     hooks.notices)
+        scores.append(score_candidate(source, settings, candidate, folds, step, client))
+    hooks.report(count * total, count * total)
+    return scores
+
+
+def ranked(scores: list[Score]) -> list[Score]:
+    """Scored candidates by CA (best first), then those that failed."""
+    return sorted(scores, key=lambda s: (s.ca is None, -(s.ca or 0.0), s.seconds))
+
+
+def best(scores: list[Score]) -> Score | None:
+    top = ranked(scores)
+    return top[0] if top and top[0].ca is not None else None

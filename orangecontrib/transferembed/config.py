@@ -1,0 +1,152 @@
+"""The settings of an embedding job, checked once, as plain picklable data."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+from .backbones import Backbone, get_backbone
+from .errors import SettingsError
+from .images import DEFAULT_RESIZE, RESIZE_POLICIES
+from .weights import normalize_weights, weights_identity
+
+#: ``input_size`` value that embeds each image at its own size (pooled backbones).
+NATIVE = "native"
+#: The backbone's own features: its global pool, or VGG's ``fc2``.
+DEFAULT_LAYER = "default"
+POOLINGS = ("avg", "max")
+RUNTIMES = ("auto", "keras", "tflite", "openvino")
+PRECISIONS = ("fp32", "int8")
+#: Pixels in flight (decoded images waiting and the batch being filled), by default.
+DEFAULT_MEMORY_LIMIT = 1 << 30
+MIN_MEMORY_LIMIT = 64 << 20
+#: Bumped whenever the same settings would give other vectors.
+KEY_VERSION = "v2"
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Everything that decides the embeddings, plus how to compute them.
+
+    ``input_size`` is given as None (the backbone's own size), a number of
+    pixels, or ``"native"``, and is kept as the number or ``"native"``.
+    ``runtime`` ``"auto"`` is resolved to a concrete runtime when a job
+    starts (:func:`.runtimes.resolve`).
+    """
+
+    model: str = "MobileNet"
+    weights: str | None = "imagenet"
+    alpha: float = 1.0
+    input_size: int | str | None = None
+    resize: str = DEFAULT_RESIZE
+    batch_size: int = 32
+    cache: bool | str = True  #: True: the default cache; False: none; or a folder
+    layer: str = DEFAULT_LAYER  #: a Keras layer name, or "default"
+    pooling: str = "avg"  #: how a spatial layer becomes one vector
+    runtime: str = "auto"
+    precision: str = "fp32"
+    memory_limit: int = DEFAULT_MEMORY_LIMIT  #: bytes of pixels in flight
+    decode_threads: int = 0  #: 0: chosen from the CPU count
+
+    def __post_init__(self):
+        backbone = get_backbone(self.model)
+        self._set("model", backbone.name)
+        self._set("weights", normalize_weights(self.weights))
+        self._set("alpha", float(self.alpha))
+        backbone.features(self.alpha)  # validates alpha
+        _check_choice(self.resize, RESIZE_POLICIES, "resize")
+        _check_choice(self.pooling, POOLINGS, "pooling")
+        _check_choice(self.runtime, RUNTIMES, "runtime")
+        _check_choice(self.precision, PRECISIONS, "precision")
+        self._set("layer", str(self.layer).strip() or DEFAULT_LAYER)
+        self._set("batch_size", _at_least(self.batch_size, 1, "batch size"))
+        self._set("memory_limit", _at_least(self.memory_limit, MIN_MEMORY_LIMIT,
+                                            "memory limit (bytes)"))
+        self._set("decode_threads", _at_least(self.decode_threads, 0, "decode threads"))
+        self._set("input_size", _input_size(backbone, self.input_size))
+        if self.cache is not True and self.cache is not False:
+            self._set("cache", os.fspath(self.cache))
+
+    def _set(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+
+    @property
+    def backbone(self) -> Backbone:
+        return get_backbone(self.model)
+
+    @property
+    def native(self) -> bool:
+        return self.input_size == NATIVE
+
+    @property
+    def default_layer(self) -> bool:
+        return self.layer == DEFAULT_LAYER
+
+    @property
+    def known_feature_size(self) -> int | None:
+        """The number of features, where the registry knows it (the default layer)."""
+        return self.backbone.features(self.alpha) if self.default_layer else None
+
+    def model_key(self) -> str:
+        """What decides a model's output: backbone, weights, size, layer, runtime."""
+        return "|".join([
+            KEY_VERSION, self.model, f"alpha={self.alpha:g}",
+            weights_identity(self.backbone, self.weights, self.alpha),
+            f"size={self.input_size}", f"layer={self.layer}", f"pooling={self.pooling}",
+            f"runtime={self.runtime}", f"precision={self.precision}"])
+
+    def embedding_key(self, calibration: str = "") -> str:
+        """What the cache key needs besides the image: the model and the preprocessing."""
+        return f"{self.model_key()}|resize={self.resize}|calibration={calibration}"
+
+    def with_(self, **changes) -> EmbedConfig:
+        return replace(self, **changes)
+
+
+def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    if value not in choices:
+        raise SettingsError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _at_least(value, low: int, what: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{what} must be a whole number, got {value!r}") from None
+    if number < low:
+        raise SettingsError(f"{what} must be at least {low}, got {number}")
+    return number
+
+
+def _input_size(backbone: Backbone, requested) -> int | str:
+    """The square input size in pixels, or NATIVE; refuses what the backbone cannot take."""
+    if requested is None:
+        return backbone.input_size
+    if requested == NATIVE:
+        if backbone.fixed_input or not backbone.pooled:
+            raise SettingsError(
+                f"{backbone.name} ({backbone.feature_description}) needs a fixed "
+                f"{backbone.input_size}x{backbone.input_size} input; embedding at the "
+                f"image's own size works only for pooled backbones that take any input size")
+        return NATIVE
+    size = _at_least(requested, 1, "input size")
+    if backbone.fixed_input and size != backbone.input_size:
+        raise SettingsError(f"{backbone.name} takes only {backbone.input_size}x"
+                            f"{backbone.input_size} input")
+    if size < backbone.min_input_size:
+        raise SettingsError(f"{backbone.name} needs an input size of at least "
+                            f"{backbone.min_input_size}, got {size}")
+    return size
+
+
+def parse_memory(text: str) -> int:
+    """``2G``, ``512M``, ``1.5GiB`` or a number of bytes, as bytes."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    value = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in units and value[-1:] else ""
+    try:
+        number = float(value[:-1] if unit else value)
+    except ValueError:
+        raise SettingsError(f"memory limit must be a size such as 2G or 512M, "
+                            f"got {text!r}") from None
+    return int(number * units[unit])

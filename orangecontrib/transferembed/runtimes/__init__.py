@@ -1,0 +1,234 @@
+"""Runtimes: a float32 batch of RGB pixels (0..255) in, float32 features out.
+
+A runtime owns its model: building it, converting it, its threads and its
+precision. ``keras`` is the reference, available everywhere, and the runtime
+of GPUs. ``tflite`` runs a model converted to TensorFlow Lite (XNNPACK, inside
+TensorFlow), ``openvino`` runs the same converted file with OpenVINO (the
+optional ``[openvino]`` extra). ``auto`` is the fastest exact runtime on this
+machine: Keras on a GPU or at the image's own size, else TFLite; with
+``precision="int8"``, OpenVINO where it is installed, else TFLite. Why: see
+doc/performance.md.
+
+Nothing here imports TensorFlow until a runtime is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .. import calibration
+from ..config import KEY_VERSION, EmbedConfig
+from ..errors import EmbeddingCancelled, SettingsError
+from ..weights import weights_identity
+
+Status = Callable[[str], None]
+OPENVINO_HINT = 'pip install "Orange3-TransferEmbed[openvino]"'
+_LOADED = 2  #: runtimes kept in this process, the most recently used
+_runtimes: OrderedDict[str, Runtime] = OrderedDict()
+_building: dict[str, threading.Lock] = {}  #: one lock per model key, held while it builds
+_lock = threading.Lock()
+
+
+class Runtime(Protocol):
+    """What the engine calls: one padded batch in, one row of features per image out."""
+
+    name: str
+    precision: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class ConversionFailed(Exception):
+    """The backbone did not convert; the engine runs it on Keras instead."""
+
+
+def threads() -> int:
+    """The cores this process may use: every runtime's thread count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def gpu_available() -> bool:
+    """Whether TensorFlow would run on a GPU here, judged without importing it."""
+    cuda = Path("/dev/nvidia0").exists() and (
+        importlib.util.find_spec("nvidia") is not None
+        or importlib.util.find_spec("tensorrt") is not None)
+    return cuda or importlib.util.find_spec("tensorflow_metal") is not None
+
+
+def has_openvino() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _version(*names: str) -> str:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def converter_identity(config: EmbedConfig) -> str:
+    """What a converted model's output depends on besides the model: the converter,
+    the engine that runs it, and for int8 the calibration set."""
+    if config.runtime == "keras":
+        return ""
+    parts = [f"tf{_version('tensorflow', 'tensorflow-cpu', 'tf-nightly')}"]
+    if config.runtime == "openvino":
+        parts.append(f"ov{_version('openvino')}")
+    if config.precision == "int8":
+        parts.append(calibration.IDENTITY)
+    return "+".join(parts)
+
+
+def converted_key(config: EmbedConfig) -> str:
+    """The key of a converted model file (shared by TFLite and OpenVINO)."""
+    return "|".join([
+        KEY_VERSION, "converted-v1", config.model, f"alpha={config.alpha:g}",
+        weights_identity(config.backbone, config.weights, config.alpha),
+        f"size={config.input_size}", f"layer={config.layer}", f"pooling={config.pooling}",
+        f"precision={config.precision}",
+        converter_identity(config.with_(runtime="tflite"))])
+
+
+def resolve(config: EmbedConfig) -> tuple[EmbedConfig, str | None]:
+    """``config`` with a concrete runtime and precision, and a notice if it was changed."""
+    runtime, precision = config.runtime, config.precision
+    if runtime == "keras" and precision == "int8":
+        raise SettingsError("the keras runtime computes in fp32 only; int8 needs --runtime "
+                            "auto, tflite or openvino")
+    if runtime == "openvino" and not has_openvino():
+        raise SettingsError(f"the openvino runtime is not installed; install it with: "
+                            f"{OPENVINO_HINT}")
+    if config.native and runtime != "keras":
+        notice = None
+        if runtime != "auto" or precision != "fp32":
+            notice = (f"a converted model has one input size; at each image's own size "
+                      f"the embedding runs on keras in fp32, not {runtime} {precision}")
+        return config.with_(runtime="keras", precision="fp32"), notice
+    if runtime == "auto":
+        if precision == "int8":
+            runtime = "openvino" if has_openvino() else "tflite"
+        else:
+            runtime = "keras" if gpu_available() else "tflite"
+    resolved = config.with_(runtime=runtime)
+    if runtime == "keras":
+        return resolved, None
+    from . import store
+
+    reason = store.failure(converted_key(resolved))
+    if reason is None:
+        return resolved, None
+    return config.with_(runtime="keras", precision="fp32"), fallback_notice(resolved, reason)
+
+
+def fallback_notice(config: EmbedConfig, reason: str) -> str:
+    return (f"{config.model} does not convert to {config.runtime} {config.precision} "
+            f"({reason.splitlines()[0][:200]}); it runs on keras in fp32")
+
+
+def cancellable(build: Callable[[], Runtime], is_cancelled: Callable[[], bool] | None,
+                poll_s: float = 0.1) -> Runtime:
+    """``build()`` in a thread of its own, given up when ``is_cancelled()`` says so.
+
+    Building a model or converting it takes seconds to minutes in TensorFlow,
+    which cannot be interrupted; a cancelled build finishes in the background
+    (a conversion is still stored for the next run) and its result is dropped.
+    """
+    if is_cancelled is None:
+        return build()
+    done: dict = {}
+
+    def target():
+        try:
+            done["value"] = build()
+        except BaseException as exc:  # handed to the waiting thread below
+            done["error"] = exc
+
+    thread = threading.Thread(target=target, name="transferembed-build", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(poll_s)
+        if thread.is_alive() and is_cancelled():
+            raise EmbeddingCancelled()
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
+
+
+def load(config: EmbedConfig, weights_path: str | None, status: Status | None = None,
+         is_cancelled: Callable[[], bool] | None = None) -> Runtime:
+    """The runtime of a resolved ``config``, built once per process (the last few).
+
+    Raises :class:`ConversionFailed` where the backbone does not convert.
+    """
+    key = f"{config.model_key()}|{converter_identity(config)}"
+    with _lock:
+        building = _building.setdefault(key, threading.Lock())
+    # A second caller waits for the first one's model instead of building its own.
+    while not building.acquire(timeout=0.1):
+        if is_cancelled is not None and is_cancelled():
+            raise EmbeddingCancelled()
+    try:
+        with _lock:
+            if key in _runtimes:
+                _runtimes.move_to_end(key)
+                return _runtimes[key]
+        runtime = _build(config, weights_path, status, is_cancelled)
+        with _lock:
+            _runtimes[key] = runtime
+            while len(_runtimes) > _LOADED:
+                _runtimes.popitem(last=False)
+        return runtime
+    finally:
+        building.release()
+
+
+def _build(config: EmbedConfig, weights_path: str | None, status: Status | None,
+           is_cancelled: Callable[[], bool] | None) -> Runtime:
+    if config.runtime == "keras":
+        from .keras_runtime import KerasRuntime
+
+        build = partial(KerasRuntime, config, weights_path)
+    else:
+        from .converted import converted_runtime
+
+        build = partial(converted_runtime, config, weights_path, status)
+    return cancellable(build, is_cancelled)
+
+
+def prepare(config: EmbedConfig, hooks) -> EmbedConfig:
+    """Convert a resolved ``config``'s model here and now, if it is converted at all,
+    before a cluster's workers need it; ``config`` for Keras where it does not convert.
+
+    The workers of this machine then read the stored file instead of each
+    converting it; those elsewhere convert the same file themselves.
+    """
+    if config.runtime == "keras":
+        return config
+    from ..weights import resolve_weights
+    from . import store
+    from .converted import model_file
+
+    if store.load(converted_key(config)) is not None:
+        return config
+    weights = resolve_weights(config.backbone, config.weights, config.alpha, hooks.download)
+    try:
+        model_file(config, weights, hooks.status)
+    except ConversionFailed as exc:
+        hooks.tell(fallback_notice(config, str(exc)))
+        return config.with_(runtime="keras", precision="fp32")
+    return config

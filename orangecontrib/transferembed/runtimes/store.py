@@ -1,0 +1,105 @@
+"""Converted models on disk, in the user cache folder, keyed like the embedding cache.
+
+A model is ``<digest>.tflite`` with ``<digest>.json`` beside it, holding its
+key, size and sha256: a file that does not match is damaged and is converted
+again. Both are written under temporary names and renamed, the JSON last. A
+backbone that failed to convert leaves ``<digest>.failed`` with the reason,
+so that later runs go straight to Keras. A folder that other users can write
+is never read (a converted model is as trusted as weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from ..cache import default_cache_dir
+from ..weights import writable_by_others
+
+log = logging.getLogger(__name__)
+FOLDER = "converted"
+
+
+def store_folder() -> Path:
+    return default_cache_dir() / FOLDER
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def _usable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return not writable_by_others(folder)
+    except OSError:
+        return False
+
+
+def _write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(key: str, folder: Path | None = None) -> Path | None:
+    """The stored model for ``key``, or None (missing, damaged or not ours)."""
+    folder = folder or store_folder()
+    stem = folder / _digest(key)
+    model, meta = stem.with_suffix(".tflite"), stem.with_suffix(".json")
+    if not _usable(folder) or not meta.is_file() or not model.is_file():
+        return None
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        data = model.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if info.get("key") != key or hashlib.sha256(data).hexdigest() != info.get("sha256"):
+        log.warning("converted model %s is damaged; converting it again", model)
+        return None
+    return model
+
+
+def save(key: str, data: bytes, folder: Path | None = None) -> Path | None:
+    """Store a converted model; its path, or None where the folder cannot be used."""
+    folder = folder or store_folder()
+    if not _usable(folder):
+        return None
+    stem = folder / _digest(key)
+    info = {"key": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    try:
+        _write(stem.with_suffix(".tflite"), data)
+        _write(stem.with_suffix(".json"), json.dumps(info, indent=1).encode())
+    except OSError as exc:
+        log.warning("cannot store the converted model in %s: %s", folder, exc)
+        return None
+    return stem.with_suffix(".tflite")
+
+
+def failure(key: str, folder: Path | None = None) -> str | None:
+    """Why the model of ``key`` did not convert before, or None."""
+    path = (folder or store_folder()) / (_digest(key) + ".failed")
+    try:
+        return path.read_text(encoding="utf-8") or "it did not convert"
+    except OSError:
+        return None
+
+
+def mark_failed(key: str, reason: str, folder: Path | None = None) -> None:
+    folder = folder or store_folder()
+    if _usable(folder):
+        try:
+            _write(folder / (_digest(key) + ".failed"), reason.encode())
+        except OSError:
+            pass

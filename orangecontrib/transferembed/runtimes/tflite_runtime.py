@@ -1,0 +1,51 @@
+"""Running a converted model with TensorFlow Lite's interpreter (XNNPACK)."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..tfimport import filtered_stderr, import_tensorflow
+
+
+def _interpreter_class():
+    """TensorFlow's own interpreter; LiteRT's where a TensorFlow no longer has it."""
+    import_tensorflow()
+    import tensorflow as tf
+
+    interpreter = getattr(getattr(tf, "lite", None), "Interpreter", None)
+    if interpreter is None:
+        from ai_edge_litert.interpreter import Interpreter as interpreter
+    return interpreter
+
+
+class TFLiteRuntime:
+    """One interpreter, resized to each batch shape it is given."""
+
+    name = "tflite"
+
+    def __init__(self, model: Path | bytes, precision: str, threads: int):
+        self.precision = precision
+        source = {"model_content": model} if isinstance(model, bytes) \
+            else {"model_path": str(model)}
+        with warnings.catch_warnings(), filtered_stderr():
+            warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated"
+            self._interpreter = _interpreter_class()(num_threads=threads, **source)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._shape: tuple | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if batch.shape != self._shape:
+                with filtered_stderr():
+                    self._interpreter.resize_tensor_input(self._input, batch.shape)
+                    self._interpreter.allocate_tensors()
+                self._shape = batch.shape
+            self._interpreter.set_tensor(self._input, np.ascontiguousarray(batch, np.float32))
+            self._interpreter.invoke()
+            return self._interpreter.get_tensor(self._output).astype(np.float32, copy=True)

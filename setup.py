@@ -173,7 +173,8 @@ if __name__ == "__main__":
         packages=find_namespace_packages(include=["orangecontrib.*"], exclude=["*.__pycache__"]),
         package_data={
             "orangecontrib.transferembed.widgets": ["icons/*.svg", "icons/*.png"],
-            "orangecontrib.transferembed.tutorials": ["*.ows"],
+            # the workflows, and the drawn shapes they open (a folder and a npy pair)
+            "orangecontrib.transferembed.tutorials": ["*.ows", "*.npy", "shapes/*/*.png"],
         },
         data_files=help_data_files(),
         include_package_data=True,

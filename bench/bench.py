@@ -1,11 +1,11 @@
-"""Throughput, memory and cache benchmark of Orange3-TransferEmbed (issue 5).
+"""Throughput, runtimes, memory and cache benchmark of Orange3-TransferEmbed (issues 5, 9).
 
     python bench/bench.py [--quick] [--data /work/shared/data]
 
-MobileNet at 224 px on the CPU. Prints every figure and the ratios of the
-targets in one run, ending with a PASS/FAIL table. The cost per image of a
-run is ``(time(398 images) - time(100 images)) / 298``, which leaves
-start-up (imports, building the model) out. Timed things are interleaved
+MobileNet at 224 px on the CPU (and ResNet50 for the runtimes). Prints every
+figure and the ratios of the targets in one run, ending with a PASS/FAIL table.
+The cost per image of a run is ``(time(398 images) - time(100 images)) / 298``,
+which leaves start-up (imports, building the model) out. Timed things are interleaved
 with the bare model and each keeps its best time, so that load from other
 processes on a shared machine cancels out as far as it can.
 """
@@ -20,137 +20,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from common import (
+    LARGE,
+    MOBILENET_025,
+    SIDE,
+    SMALL,
+    Bare,
+    Results,
+    cli_exe,
+    ips,
+    link_subset,
+    per_image,
+    run_child,
+    section,
+)
+from runtimes_bench import RuntimeFigures
 
 HERE = Path(__file__).resolve().parent
-MOBILENET_025 = "mobilenet_2_5_224_tf_no_top.h5"
-SIDE = 224
-SMALL, LARGE = 100, 398
-
-
-@dataclass
-class Results:
-    """Figures gathered so far, printed and saved as JSON at the end."""
-
-    figures: dict = field(default_factory=dict)
-    targets: list = field(default_factory=list)
-
-    def put(self, key: str, value, text: str) -> None:
-        self.figures[key] = value
-        print(f"  {text}", flush=True)
-
-    def target(self, what: str, value: float | None, goal: float, unit: str,
-               lower_is_better: bool = False) -> None:
-        if value is None:
-            verdict = "n/a"
-        elif lower_is_better:
-            verdict = "PASS" if value <= goal else "FAIL"
-        else:
-            verdict = "PASS" if value >= goal else "FAIL"
-        shown = "-" if value is None else f"{value:.2f}{unit}"
-        sign = "<=" if lower_is_better else ">="
-        self.targets.append((what, shown, f"{sign} {goal:g}{unit}", verdict))
-
-
-# ---------------------------------------------------------------- helpers
-
-def section(title: str) -> None:
-    print(f"\n== {title}", flush=True)
-
-
-def per_image(t_small: float, t_large: float) -> float:
-    """Seconds per image from the best times of the two sizes."""
-    return max(t_large - t_small, 1e-9) / (LARGE - SMALL)
-
-
-def ips(seconds_per_image: float) -> float:
-    return 1.0 / seconds_per_image
-
-
-def cli_exe() -> str:
-    exe = Path(sys.executable).with_name("transferembed")
-    found = str(exe) if exe.exists() else shutil.which("transferembed")
-    if not found:
-        sys.exit("the transferembed command is not installed (pip install -e .)")
-    return found
-
-
-def run_child(argv: list[str], env: dict | None = None) -> tuple[float, float, float]:
-    """Run a command; return wall seconds, CPU seconds and peak RSS in MiB."""
-    with tempfile.TemporaryFile() as log:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode:
-            log.seek(0)
-            sys.exit(f"failed ({proc.returncode}): {' '.join(argv)}\n"
-                     f"{log.read().decode(errors='replace')[-3000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
-
-
-def link_subset(paths: list[Path], root: Path, folder: Path) -> Path:
-    """A folder of symbolic links to ``paths``, keeping their class subfolders."""
-    for path in paths:
-        target = folder / path.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(path)
-    return folder
-
-
-# ---------------------------------------------------------------- the bare model
-
-class Bare:
-    """The bare Keras model on a pre-decoded float32 batch of 32."""
-
-    def __init__(self, alpha: float = 1.0, weights: str | None = None, batches: int = 12):
-        import keras
-        import tensorflow as tf
-        from keras.applications.mobilenet import preprocess_input
-
-        self.model = keras.applications.MobileNet(
-            include_top=False, pooling="avg", alpha=alpha, weights=weights,
-            input_shape=(SIDE, SIDE, 3))
-        self.preprocess = preprocess_input
-        rng = np.random.default_rng(0)
-        self.batch = rng.uniform(0, 255, (32, SIDE, SIDE, 3)).astype(np.float32)
-        self.batches = batches
-        model = self.model
-
-        @tf.function(input_signature=[tf.TensorSpec((None, SIDE, SIDE, 3), tf.float32)])
-        def step(batch):
-            return model(preprocess_input(batch), training=False)
-
-        self.step = step
-        self.best = {"predict_on_batch": 0.0, "compiled step": 0.0}
-        self.cpu = float("inf")  #: least CPU seconds per image of predict_on_batch
-        self.measure()  # warm up both paths
-
-    def _time(self, call) -> float:
-        start, cpu = time.perf_counter(), time.process_time()
-        for _ in range(self.batches):
-            call()
-        images = self.batches * len(self.batch)
-        self.last_cpu = (time.process_time() - cpu) / images
-        return images / (time.perf_counter() - start)
-
-    def measure(self) -> None:
-        """One more measurement of both paths; keep the best images/s."""
-        runs = {"predict_on_batch": lambda: self.model.predict_on_batch(self.batch),
-                "compiled step": lambda: self.step(self.batch).numpy()}
-        for name, call in runs.items():
-            self.best[name] = max(self.best[name], self._time(call))
-            if name == "predict_on_batch":
-                self.cpu = min(self.cpu, self.last_cpu)
-
-    @property
-    def reference(self) -> float:
-        """The issue's bare figure: ``predict_on_batch`` on batches of 32."""
-        return self.best["predict_on_batch"]
 
 
 # ---------------------------------------------------------------- the benchmark
@@ -187,8 +76,9 @@ class Bench:
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
-    def cli_args(self, folder: Path, name: str, *more: str) -> list[str]:
-        return [self.cli, "--folder", str(folder), "-tm", "MobileNet", "-weights", "None",
+    def cli_args(self, folder: Path, name: str, *more: str,
+                 model: str = "MobileNet") -> list[str]:
+        return [self.cli, "--folder", str(folder), "-tm", model, "-weights", "None",
                 "-dir", str(self.tmp / "out"), "-n", name, "-q", *more]
 
     # -------------------------------------------------------- throughput
@@ -384,6 +274,9 @@ class Bench:
         folders, npys = make_small_images(self.tmp / "generated", sizes)
         common = ["-tm", "MobileNet", "--alpha", f"{alpha:g}", "-weights", "None",
                   "-dir", str(self.tmp / "out"), "-q", "--no-cache"]
+        # the first run of a backbone converts it (memory once): not measured
+        run_child([self.cli, "--folder", str(self.small_dir), "-n", "convert", *common],
+                  self.env())
         for kind, inputs in (("folder", folders), ("npy", npys)):
             peaks = {}
             for n in sizes:
@@ -454,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-alpha", type=float,
                         help="MobileNet alpha of the memory runs (default 1.0, quick 0.25)")
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["real", "original", "ia", "cache", "memory"],
+                        choices=["throughput", "real", "original", "ia", "cache", "memory",
+                                 "runtimes"],
                         help="parts to leave out")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -465,10 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     print(f"transferembed benchmark: {os.cpu_count()} CPUs, temporary folder {bench.tmp}")
     started = time.perf_counter()
+    if "throughput" in args.skip:  # the comparisons need its figures
+        args.skip = [*args.skip, "original", "ia"]
     try:
-        bench.throughput()
+        if "throughput" not in args.skip:
+            bench.throughput()
         parts = {"real": bench.real_weights, "original": bench.original,
-                 "ia": bench.image_analytics, "cache": bench.cache, "memory": bench.memory}
+                 "ia": bench.image_analytics, "cache": bench.cache, "memory": bench.memory,
+                 "runtimes": RuntimeFigures(bench).run}
         for name, part in parts.items():
             if name not in args.skip:
                 part()

@@ -4,16 +4,20 @@ For each backbone (and each width multiplier ``alpha``) it:
 
 - asks the Keras constructor for ``weights="imagenet"`` with ``keras.utils.get_file``
   intercepted, so it learns the file name and URL Keras would download (no network);
-- builds the registry's feature extractor with random weights, one backbone at a time,
+- builds the registry's feature model (the Keras runtime) with random weights, one at a time,
   and checks its real feature size, running it on the minimum input (and, with
   ``--full-size``, on the default input too);
 - checks that one pixel less than the minimum input is refused by Keras;
 - builds the random weights again from another state of Python's ``random`` (which
   Dask's event loop, say, draws from) and checks that they come out the same;
-- checks the preprocessing mode against the module's own ``preprocess_input``.
+- checks the preprocessing mode against the module's own ``preprocess_input``, and the
+  weights file's hash against the one Keras publishes;
+- with ``--runtimes``, converts the backbone (random weights, its default input size) to
+  TFLite fp32 and int8 and runs one batch, and lists the runtime and precision that
+  ``--runtime auto`` gives it (Keras where it does not convert).
 
-Usage: ``python bench/check_registry.py [--full-size] [NAME ...]``; exit status 1 on any
-mismatch.
+Usage: ``python bench/check_registry.py [--full-size] [--runtimes] [NAME ...]``; exit
+status 1 on any mismatch.
 Memory is freed with ``keras.backend.clear_session()`` between backbones.
 """
 
@@ -37,14 +41,14 @@ class _Intercepted(Exception):
     pass
 
 
-def keras_download(keras, backbone: Backbone, alpha: float) -> tuple[str, str]:
-    """The (file name, URL) Keras would download for ImageNet weights."""
+def keras_download(keras, backbone: Backbone, alpha: float) -> tuple[str, str, str]:
+    """The (file name, URL, published hash) Keras would download for ImageNet weights."""
     from keras.src.utils import file_utils
 
     seen: dict[str, str] = {}
 
-    def fake_get_file(fname=None, origin=None, *args, **kwargs):
-        seen.update(fname=fname, origin=origin)
+    def fake_get_file(fname=None, origin=None, *args, file_hash=None, **kwargs):
+        seen.update(fname=fname, origin=origin, file_hash=file_hash or "")
         raise _Intercepted
 
     original, file_utils.get_file = file_utils.get_file, fake_get_file
@@ -60,7 +64,7 @@ def keras_download(keras, backbone: Backbone, alpha: float) -> tuple[str, str]:
     finally:
         file_utils.get_file = original
         keras.backend.clear_session()
-    return seen.get("fname", "?"), seen.get("origin", "?")
+    return seen.get("fname", "?"), seen.get("origin", "?"), seen.get("file_hash", "")
 
 
 def preprocessing_mode(module: str) -> str:
@@ -95,27 +99,36 @@ def min_size_refused(keras, backbone: Backbone, alpha: float) -> bool:
     return False
 
 
-def same_random_weights(extractor) -> bool:
-    """Whether building ``extractor`` again, from another state of Python's ``random``,
+def _runtime(backbone: Backbone, alpha: float, size: int | None):
+    from orangecontrib.transferembed.config import NATIVE, EmbedConfig
+    from orangecontrib.transferembed.runtimes.keras_runtime import KerasRuntime
+
+    config = EmbedConfig(model=backbone.name, weights=None, alpha=alpha,
+                         input_size=NATIVE if size is None else size, runtime="keras")
+    return config, KerasRuntime(config, None)
+
+
+def same_random_weights(config, runtime) -> bool:
+    """Whether building the model again, from another state of Python's ``random``,
     gives its weights (Keras draws the seed of an unseeded initializer from it)."""
-    from orangecontrib.transferembed.extractor import Extractor
+    from orangecontrib.transferembed.runtimes.keras_runtime import KerasRuntime
 
     random.seed(time.perf_counter_ns())
-    again = Extractor(extractor.backbone, None, extractor.alpha, extractor.input_size)
+    again = KerasRuntime(config, None)
     return all(np.array_equal(a, b) for a, b in
-               zip(extractor.model.get_weights(), again.model.get_weights(), strict=True))
+               zip(runtime.model.get_weights(), again.model.get_weights(), strict=True))
 
 
 def check(keras, backbone: Backbone, alpha: float, full_size: bool = False) -> list[str]:
     """The mismatches between the registry and Keras for one backbone and alpha."""
-    from orangecontrib.transferembed.extractor import Extractor
-
     problems = []
-    fname, url = keras_download(keras, backbone, alpha)
+    fname, url, digest = keras_download(keras, backbone, alpha)
     if fname != backbone.weights_filename(alpha):
         problems.append(f"weights file {backbone.weights_filename(alpha)} != Keras' {fname}")
     if url != backbone.weights_url(alpha):
         problems.append(f"weights URL {backbone.weights_url(alpha)} != Keras' {url}")
+    if digest and digest != backbone.weights_digest(alpha):
+        problems.append(f"weights hash {backbone.weights_digest(alpha)!r} != Keras' {digest}")
     mode = preprocessing_mode(backbone.module)
     if mode != backbone.preprocessing:
         problems.append(f"preprocessing {backbone.preprocessing} != {mode}")
@@ -123,23 +136,23 @@ def check(keras, backbone: Backbone, alpha: float, full_size: bool = False) -> l
     expected = backbone.features(alpha)
     if backbone.pooled and not backbone.fixed_input:
         sizes = [backbone.min_input_size] + ([backbone.input_size] if full_size else [])
-        extractor = Extractor(backbone, None, alpha, None)  # any input size
+        config, runtime = _runtime(backbone, alpha, None)  # any input size
     else:
         sizes = [backbone.input_size]
-        extractor = Extractor(backbone, None, alpha, backbone.input_size)
-    if extractor.feature_size != expected:
-        problems.append(f"feature size {expected} != built {extractor.feature_size}")
-    if not same_random_weights(extractor):
+        config, runtime = _runtime(backbone, alpha, backbone.input_size)
+    if runtime.feature_size != expected:
+        problems.append(f"feature size {expected} != built {runtime.feature_size}")
+    if not same_random_weights(config, runtime):
         problems.append("random weights change when another thread uses Python's random")
     for side in sizes:
         try:
-            out = extractor(np.full((1, side, side, 3), 128, np.float32))
+            out = runtime(np.full((1, side, side, 3), 128, np.float32))
         except Exception as exc:  # noqa: BLE001 - report whatever Keras raises
             problems.append(f"input {side}x{side} fails: {type(exc).__name__}: {exc}"[:300])
             continue
         if out.shape != (1, expected) or not np.all(np.isfinite(out)):
             problems.append(f"input {side}x{side} gives shape {out.shape}")
-    del extractor
+    del runtime
     keras.backend.clear_session()
     gc.collect()
     if backbone.pooled and not backbone.fixed_input and backbone.min_input_size > 1 \
@@ -148,10 +161,42 @@ def check(keras, backbone: Backbone, alpha: float, full_size: bool = False) -> l
     return problems
 
 
+def runtimes_of(keras, backbone: Backbone, alpha: float) -> tuple[str, list[str]]:
+    """What ``--runtime auto`` gives the backbone in fp32 and int8, after converting it
+    and running one batch; and the problems found."""
+    from orangecontrib.transferembed.config import EmbedConfig
+    from orangecontrib.transferembed.runtimes import converted, has_openvino
+
+    got, problems = [], []
+    for precision in ("fp32", "int8"):
+        config = EmbedConfig(model=backbone.name, weights=None, alpha=alpha,
+                             runtime="tflite", precision=precision)
+        started = time.perf_counter()
+        try:
+            runtime = converted.converted_runtime(config, None, None)
+            side = int(config.input_size)
+            out = runtime(np.full((2, side, side, 3), 128, np.float32))
+            if out.shape != (2, backbone.features(alpha)):
+                raise ValueError(f"output shape {out.shape}")
+        except Exception as exc:  # noqa: BLE001 - the runtime falls back to Keras
+            got.append(f"keras fp32 (no {precision}: {type(exc).__name__})")
+            problems.append(f"{precision}: {type(exc).__name__}: {exc}"[:300])
+            continue
+        engine = "openvino" if precision == "int8" and has_openvino() else "tflite"
+        got.append(f"{engine} {precision} ({time.perf_counter() - started:.0f} s)")
+        del runtime
+        keras.backend.clear_session()
+        gc.collect()
+    return ", ".join(got), problems
+
+
 def main(args: list[str]) -> int:
+    from orangecontrib.transferembed.tfimport import import_tensorflow
+
+    import_tensorflow()
     import keras
 
-    full_size = "--full-size" in args
+    full_size, conversions = "--full-size" in args, "--runtimes" in args
     names = [a for a in args if not a.startswith("--")]
     backbones = [get_backbone(n) for n in names] if names else list(BACKBONES.values())
     failed = 0
@@ -159,11 +204,15 @@ def main(args: list[str]) -> int:
         for alpha in backbone.alphas():
             start = time.perf_counter()
             problems = check(keras, backbone, alpha, full_size)
+            runtimes = ""
+            if conversions:
+                runtimes, more = runtimes_of(keras, backbone, alpha)
+                problems += more
             label = backbone.name + (f" alpha={alpha:g}" if backbone.has_alpha else "")
             status = "OK" if not problems else "MISMATCH"
             print(f"{label:28s} {status:8s} {backbone.features(alpha):5d} features  "
-                  f"min {backbone.min_input_size:3d}  {time.perf_counter() - start:6.1f} s",
-                  flush=True)
+                  f"min {backbone.min_input_size:3d}  {time.perf_counter() - start:6.1f} s"
+                  + (f"  auto: {runtimes}" if runtimes else ""), flush=True)
             for problem in problems:
                 print(f"    - {problem}", flush=True)
             failed += bool(problems)

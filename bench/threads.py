@@ -14,8 +14,10 @@ import os
 import time
 from pathlib import Path
 
-from bench import SIDE, Bare
-from orangecontrib.transferembed.engine import EmbedConfig, run
+from common import SIDE, Bare
+
+from orangecontrib.transferembed.config import EmbedConfig
+from orangecontrib.transferembed.engine import run
 from orangecontrib.transferembed.sources import folder_source
 
 

@@ -48,14 +48,17 @@ def cpu_name() -> str:
 
 
 def measure_one(backbone: Backbone, batch_size: int, batches: int) -> dict:
-    """Images per second of ``backbone`` (random weights) at its default size."""
+    """Images per second of ``backbone`` (random weights) at its default size, on the
+    Keras runtime (the reference; doc/performance.md has the converted runtimes)."""
     import numpy as np
 
-    from orangecontrib.transferembed.extractor import Extractor
+    from orangecontrib.transferembed.config import EmbedConfig
+    from orangecontrib.transferembed.runtimes.keras_runtime import KerasRuntime
 
     start = time.perf_counter()
     side = backbone.input_size
-    extractor = Extractor(backbone, None, 1.0, side)
+    extractor = KerasRuntime(EmbedConfig(model=backbone.name, weights=None, runtime="keras"),
+                             None)
     rng = np.random.default_rng(0)
     batch = rng.uniform(0, 255, (batch_size, side, side, 3)).astype(np.float32)
     extractor(batch)  # traces and compiles the step

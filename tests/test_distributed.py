@@ -110,6 +110,18 @@ def test_random_weights_bitwise_equal(client, photos):
     assert_same(result, expected)
 
 
+def test_int8_bitwise_equal_to_one_process(client, photos):
+    # The workers convert the model themselves (their cache folder is their own): the
+    # conversion, with its fixed calibration set, must give the same model.
+    config = CONFIG.with_(precision="int8")
+    subset = photos.subset(range(24))
+    result = run_distributed(subset, config, client)
+    expected = run(subset, config)
+    assert expected.config.runtime == result.config.runtime == "tflite"
+    assert result.config.precision == "int8"
+    assert_same(result, expected)
+
+
 def test_cache_gets_only_accepted_parts(client, photos, reference, tmp_path):
     # The skipped images make parts run on wrong guesses first; what those runs
     # computed must not reach the cache, where the right runs would read it.

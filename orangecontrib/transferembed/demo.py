@@ -29,9 +29,11 @@ def make_demo_images(folder: str | Path, per_class: int = 12, size: int = 96,
     return count
 
 
-def make_demo_npy(images: str | Path, folder: str | Path) -> tuple[Path, Path]:
-    """The demo images as the original tool's npy pair: ``demo_images.npy`` holds
-    flattened 96x96x3 rows (``-he 96 -w 96 -c 3``), ``demo_labels.npy`` the classes."""
+def make_demo_npy(images: str | Path, folder: str | Path,
+                  name: str = "demo") -> tuple[Path, Path]:
+    """The demo images as the original tool's npy pair: ``<name>_images.npy`` holds
+    flattened HxWx3 rows (96x96 for the demo: ``-he 96 -w 96 -c 3``), and
+    ``<name>_labels.npy`` the classes."""
     from .sources import open_source
     from .writers import write_atomically
 
@@ -39,7 +41,7 @@ def make_demo_npy(images: str | Path, folder: str | Path) -> tuple[Path, Path]:
     rows = np.stack([np.asarray(Image.open(path).convert("RGB")).reshape(-1)
                      for path in source.paths])
     folder = Path(folder)
-    targets = [folder / "demo_images.npy", folder / "demo_labels.npy"]
+    targets = [folder / f"{name}_images.npy", folder / f"{name}_labels.npy"]
 
     def write(data_file, labels_file):
         np.save(data_file, rows, allow_pickle=False)

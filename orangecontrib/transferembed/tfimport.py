@@ -6,7 +6,8 @@ call to cuInit``, ``WARNING: All log messages before absl::InitializeLog()``).
 They are not errors, but they read like ones. While TensorFlow loads (and
 while a TFLite interpreter starts), file descriptor 2 goes to a temporary
 file; afterwards every line that is not known chatter is written back, so
-real errors stay visible. :func:`set_verbose` turns the filter off.
+real errors stay visible. The same goes for a model's conversion.
+:func:`set_verbose` turns the filter off.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ CHATTER = re.compile("|".join([
     r"^INFO: Created TensorFlow Lite XNNPACK delegate",
     r"^INFO: Initialized TensorFlow Lite runtime",
     r"oneDNN custom operations are on",
+    r"^fully_quantize: \d",  # the TFLite converter's quantization summary
+    r"^Estimated count of arithmetic ops",
     r"rebuild TensorFlow with the appropriate compiler flags",
 ]))
 

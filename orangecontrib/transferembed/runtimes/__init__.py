@@ -5,8 +5,9 @@ precision. ``keras`` is the reference, available everywhere, and the runtime
 of GPUs. ``tflite`` runs a model converted to TensorFlow Lite (XNNPACK, inside
 TensorFlow), ``openvino`` runs the same converted file with OpenVINO (the
 optional ``[openvino]`` extra). ``auto`` is the fastest exact runtime on this
-machine: Keras on a GPU or at the image's own size, else TFLite; with
-``precision="int8"``, OpenVINO where it is installed, else TFLite. Why: see
+machine: Keras on a GPU or at the image's own size, else TFLite; int8 runs on
+TFLite, whose arithmetic is the quantized model's own (OpenVINO's int8 of the
+same file is faster on CPUs without VNNI, but further from fp32). Why: see
 doc/performance.md.
 
 Nothing here imports TensorFlow until a runtime is loaded.
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -66,6 +69,20 @@ def gpu_available() -> bool:
         importlib.util.find_spec("nvidia") is not None
         or importlib.util.find_spec("tensorrt") is not None)
     return cuda or importlib.util.find_spec("tensorflow_metal") is not None
+
+
+def int8_pays_off() -> bool | None:
+    """Whether this CPU has int8 dot-product instructions (VNNI, ARM's dotprod), where
+    int8 models run several times faster than fp32; None where it cannot be told."""
+    if sys.platform == "darwin":
+        return platform.machine() == "arm64"
+    try:
+        flags = " ".join(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith(("flags", "Features")))
+    except OSError:
+        return None
+    return any(flag in flags.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8",
+                                                  "asimddp", "i8mm"))
 
 
 def has_openvino() -> bool:
@@ -119,11 +136,8 @@ def resolve(config: EmbedConfig) -> tuple[EmbedConfig, str | None]:
             notice = (f"a converted model has one input size; at each image's own size "
                       f"the embedding runs on keras in fp32, not {runtime} {precision}")
         return config.with_(runtime="keras", precision="fp32"), notice
-    if runtime == "auto":
-        if precision == "int8":
-            runtime = "openvino" if has_openvino() else "tflite"
-        else:
-            runtime = "keras" if gpu_available() else "tflite"
+    if runtime == "auto":  # int8 too: OpenVINO's int8 is faster here but less faithful
+        runtime = "keras" if gpu_available() and precision == "fp32" else "tflite"
     resolved = config.with_(runtime=runtime)
     if runtime == "keras":
         return resolved, None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import calibration, models
 from ..config import EmbedConfig
+from ..tfimport import filtered_stderr
 from . import ConversionFailed, Status, converted_key, store, threads
 from .keras_runtime import fixed_size, preprocessing
 
@@ -51,7 +52,7 @@ def convert(config: EmbedConfig, weights_path: str | None) -> bytes:
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), filtered_stderr():
         warnings.simplefilter("ignore")
         return converter.convert()
 

@@ -246,7 +246,9 @@ class ImageSourceMixin:
         self._on_source_change()
 
     def set_source_data(self, data: Table | None) -> None:
-        """The input table: its image columns, and the source switched to it."""
+        """The input table: its image columns (the chosen one kept per domain), and the
+        source switched to it."""
+        self.closeContext()
         self.data = data
         columns = image_columns(data.domain) if data is not None else []
         self.columns_model[:] = columns
@@ -254,6 +256,12 @@ class ImageSourceMixin:
         if data is not None:
             self.source = "table"
             self._show_source_page()
+            self.openContext(data.domain)
+
+    def apply_again(self) -> None:
+        """After a Cancel, let Apply run again, also with Apply Automatically on."""
+        self.apply_box.button.setText("Apply")
+        self.apply_box.button.setEnabled(True)
 
     def source_maker(self) -> tuple[Callable | None, Table | None, str | None]:
         """What the worker calls (with ``is_cancelled``) to build the source, the input
@@ -271,9 +279,17 @@ class ImageSourceMixin:
         path, what = paths[self.source]
         if not path:
             return None, None, f"Choose {what}."
-        labels = self.npy_labels_path or None
+        labels = self.resolve_path(self.npy_labels_path) if self.npy_labels_path else None
         shape = (self.npy_height, self.npy_width, self.npy_channels)
-        return partial(_open, self.source, path, labels, shape), None, None
+        return partial(_open, self.source, self.resolve_path(path), labels, shape), None, None
+
+    def resolve_path(self, path: str) -> str:
+        """A path as the workflow saved it: a relative one from the workflow's folder
+        (so that a workflow and its images move together)."""
+        base = self.workflowEnv().get("basedir")
+        if base and not os.path.isabs(os.path.expanduser(path)):
+            return os.path.join(base, path)
+        return path
 
     def source_description(self) -> str:
         return {"table": "input data", "folder": self.folder_path, "csv": self.csv_path,
@@ -295,9 +311,13 @@ RESIZE_LABELS = {"crop": "Centre crop", "stretch": "Stretch (as the original)"}
 PRECISION_LABELS = {"fp32": "Exact", "int8": "Fast (int8)"}
 PRECISION_COST = {
     "fp32": "The reference features (fp32).",
-    "int8": "A quantized model: 1.4 to 5 times faster on CPUs, features within a few "
-            "percent of exact (converted once per backbone).",
+    "int8": "A quantized model (converted once per backbone): features within a few percent "
+            "of exact, and the same on every run. {speed}",
 }
+INT8_SPEED = {True: "On this CPU, 2 to 5 times faster.",
+              False: "This CPU has no int8 dot-product instructions (VNNI): about as fast "
+                     "as exact here.",
+              None: "Faster on CPUs with int8 dot-product instructions (VNNI)."}
 
 
 class EmbeddingOptionsMixin:
@@ -332,7 +352,10 @@ class EmbeddingOptionsMixin:
         return box
 
     def _show_precision_cost(self) -> None:
-        self.precision_cost.setText(PRECISION_COST.get(self.precision, ""))
+        from orangecontrib.transferembed.runtimes import int8_pays_off
+
+        speed = INT8_SPEED[int8_pays_off()] if self.precision == "int8" else ""
+        self.precision_cost.setText(PRECISION_COST.get(self.precision, "").format(speed=speed))
 
 
 class LayerLister:

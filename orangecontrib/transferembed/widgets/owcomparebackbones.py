@@ -288,10 +288,7 @@ class OWCompareBackbones(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
 
     @Inputs.images
     def set_data(self, data: Table | None):
-        self.closeContext()
         self.set_source_data(data)
-        if data is not None:
-            self.openContext(data.domain)
 
     def handleNewSignals(self):
         self.commit.now()
@@ -331,8 +328,7 @@ class OWCompareBackbones(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
         self.Information.stage.clear()
         self.Information.cancelled()
         self.status_label.setText("Cancelled.")
-        self.apply_box.button.setText("Apply")  # also with Apply Automatically on
-        self.apply_box.button.setEnabled(True)
+        self.apply_again()
 
     def on_partial_result(self, message: tuple):
         kind, *values = message

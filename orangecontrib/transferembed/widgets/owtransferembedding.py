@@ -294,10 +294,7 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
 
     @Inputs.images
     def set_data(self, data: Table | None):
-        self.closeContext()
         self.set_source_data(data)
-        if data is not None:
-            self.openContext(data.domain)
 
     def handleNewSignals(self):
         self.commit.now()
@@ -353,8 +350,7 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
         self.Information.cancelled()
         self.status_label.setText("Cancelled.")
         self._send(None, None)
-        self.apply_box.button.setText("Apply")  # also with Apply Automatically on
-        self.apply_box.button.setEnabled(True)
+        self.apply_again()
 
     def on_partial_result(self, message: tuple):
         """News from the worker: the images found, a stage, a notice, a download."""

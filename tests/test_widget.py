@@ -416,7 +416,9 @@ class TestSettingsAndLayout(WidgetCase):
             text = workflow.read_text(encoding="utf-8")
             stored = ast.literal_eval(re.search(
                 r'<properties node_id="0" format="literal">(.*?)</properties>', text).group(1))
-            assert stored["weights"] == "none", workflow.name  # runs offline
+            assert (stored["weights"], stored["alpha"]) == ("imagenet", 0.25), workflow.name
+            assert "mobilenet_2_5_224_tf_no_top.h5" in text  # the note says it, for offline
+            stored["weights"] = "none"  # no network here: the shipped images are the point
             widget = self.create_widget(OWTransferEmbedding, stored_settings=stored,
                                         env={"basedir": str(folder)})
             self.wait_until_finished(widget=widget, timeout=TIMEOUT_MS)

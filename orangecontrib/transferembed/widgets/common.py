@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import partial
 
 from AnyQt.QtCore import Qt
-from AnyQt.QtWidgets import QComboBox, QFileDialog, QSizePolicy, QStackedWidget
+from AnyQt.QtWidgets import QComboBox, QFileDialog, QStackedWidget
 from Orange.data import Table
 from Orange.widgets import gui
 from Orange.widgets.settings import ContextSetting, Setting
@@ -225,14 +225,11 @@ class ImageSourceMixin:
         self._show_source_page()
 
     def _show_source_page(self) -> None:
-        """Show the chosen page, sized to itself (no room kept for the tallest)."""
+        """Show the chosen page, as tall as itself (a stack keeps the tallest page's
+        height otherwise: an empty gap under a one-row page)."""
         current = max(self.source_index, 0)
-        for index in range(self.source_pages.count()):
-            policy = QSizePolicy.Policy.Preferred if index == current \
-                else QSizePolicy.Policy.Ignored
-            self.source_pages.widget(index).setSizePolicy(policy, policy)
         self.source_pages.setCurrentIndex(current)
-        self.source_pages.adjustSize()
+        self.source_pages.setFixedHeight(self.source_pages.widget(current).sizeHint().height())
 
     def _source_kind_changed(self) -> None:
         self._show_source_page()

@@ -150,6 +150,8 @@ class OWCompareBackbones(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
                    autoDefault=False)
         self.apply_box = gui.auto_apply(self.buttonsArea, self, "auto_apply")
         self._setup_main_area()
+        if self.source != "table":  # a workflow's own source: compare on opening
+            self.commit.deferred()
 
     # --- the GUI -------------------------------------------------------------------------
 
@@ -173,7 +175,7 @@ class OWCompareBackbones(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
         self.list_button = gui.button(row, self, "List", callback=self._list_layers,
                                       autoDefault=False, width=44)
         gui.button(row, self, "Add", callback=self._add_layer, autoDefault=False, width=44)
-        self.layer_combo.addItem("(press List for the layers)")
+        self.layer_combo.addItem("(List the layers)")
         gui.comboBox(box, self, "alpha_index", label="MobileNet width (alpha):",
                      orientation=Qt.Orientation.Horizontal, items=[f"{a:g}" for a in ALPHAS],
                      callback=self._width_changed)
@@ -266,7 +268,7 @@ class OWCompareBackbones(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
     def _show_layers(self, layers):
         self.layer_combo.clear()
         if not layers:
-            self.layer_combo.addItem("(press List for the layers)")
+            self.layer_combo.addItem("(List the layers)")
             return
         for layer in layers:
             self.layer_combo.addItem(f"{layer.name} ({layer.features})", layer.name)

@@ -214,6 +214,14 @@ class TestCompareBackbonesWidget(base.WidgetTest):
         second = self.get_output(self.widget.Outputs.embeddings)
         assert {len(first.domain.attributes), len(second.domain.attributes)} == {256, 128}
 
+    def test_a_workflow_with_its_own_source_compares_on_opening(self):
+        widget = self.create_widget(OWCompareBackbones, stored_settings={
+            "source": "folder", "folder_path": str(self.shapes), "checked": ["MobileNet"],
+            "alpha": 0.25, "weights": "none", "folds": 2, "auto_apply": True})
+        self.wait_until_finished(widget=widget, timeout=180_000)
+        scores = self.get_output(widget.Outputs.scores, widget=widget)
+        assert scores is not None and len(scores) == 1
+
     def test_candidates_say_where_their_weights_are(self):
         texts = [self.widget.candidate_model.item(r).text()
                  for r in range(self.widget.candidate_model.rowCount())]

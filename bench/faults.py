@@ -46,6 +46,18 @@ def photos(folder: Path, count: int, side: tuple[int, int] = (160, 120)) -> Path
     return folder
 
 
+class CancelAfter:
+    """``is_cancelled`` that says yes from ``seconds`` after its first call."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.deadline = seconds, None
+
+    def __call__(self) -> bool:
+        if self.deadline is None:
+            self.deadline = time.perf_counter() + self.seconds
+        return time.perf_counter() >= self.deadline
+
+
 class Faults:
     def __init__(self, data: Path | None, tmp: Path):
         self.data, self.tmp, self.cli = data, tmp, cli_exe()
@@ -200,6 +212,28 @@ class Faults:
               and (out / "run_data.npy").read_bytes() == b"old",
               f"exit {proc.returncode}, files {files}")
 
+    def cancel_large_folder(self) -> None:
+        """Cancel while a folder of 100,000 files is read and while a model is built."""
+        from orangecontrib.transferembed import embed
+        from orangecontrib.transferembed.errors import EmbeddingCancelled
+
+        folder = self.tmp / "100k"
+        for sub in range(100):
+            (folder / f"c{sub:02d}").mkdir(parents=True)
+            for i in range(1000):
+                (folder / f"c{sub:02d}" / f"{i:04d}.png").touch()
+        times = []
+        for what, args in (("reading the folder", (folder,)),
+                           ("building the model", (photos(self.tmp / "few", 4),))):
+            cancel = CancelAfter(0.3)
+            try:
+                embed(*args, "ResNet152", weights=None, cache=False, is_cancelled=cancel)
+            except EmbeddingCancelled:
+                times.append((what, time.perf_counter() - cancel.deadline))
+        check("cancel takes effect within 1 s (a 100,000-file folder; building ResNet152)",
+              len(times) == 2 and all(t <= 1.0 for _, t in times),
+              ", ".join(f"{what}: {t:.2f} s" for what, t in times))
+
     def native_12mp(self) -> None:
         from PIL import Image
 
@@ -228,7 +262,7 @@ def main() -> int:
     try:
         for name in ("csv_memory", "cache_blobs", "cache_files", "planted_weights",
                      "truncated_weights", "foreign_shards", "dir_is_a_file", "full_disk",
-                     "sigterm", "native_12mp"):
+                     "sigterm", "cancel_large_folder", "native_12mp"):
             getattr(faults, name)()
     finally:
         if not args.keep:

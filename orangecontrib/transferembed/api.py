@@ -74,8 +74,8 @@ def embed(source, model: str = "MobileNet", *, labels=None,
                          memory_limit=memory_limit,
                          cache=cache if cache is not None else False)
     hooks = Hooks(progress, is_cancelled, download_progress, status, notice)
-    return run_job(as_source(source, labels, shape), config, hooks, client=client,
-                   shards=shards)
+    return run_job(as_source(source, labels, shape, is_cancelled), config, hooks,
+                   client=client, shards=shards)
 
 
 def list_layers(model: str, alpha: float = 1.0):
@@ -105,6 +105,6 @@ def compare(source, candidates, *, labels=None, shape: tuple[int, int, int] | No
     candidates = [c if isinstance(c, comparing.Candidate) else comparing.Candidate.parse(c)
                   for c in candidates]
     hooks = Hooks(progress, is_cancelled)
-    scores = comparing.compare(as_source(source, labels, shape), candidates, settings, folds,
-                               hooks, client)
+    scores = comparing.compare(as_source(source, labels, shape, is_cancelled), candidates,
+                               settings, folds, hooks, client)
     return comparing.ranked(scores)

@@ -405,18 +405,20 @@ def input_kind(path: str | os.PathLike) -> str:
     raise SourceError(f"{path} is not a folder, a .csv or a .npy file")
 
 
-def as_source(source, labels=None, shape: tuple[int, int, int] | None = None) -> Source:
+def as_source(source, labels=None, shape: tuple[int, int, int] | None = None,
+              is_cancelled: IsCancelled | None = None) -> Source:
     """Whatever the API was given, as a :class:`Source`.
 
     A :class:`Source`; an array; a folder, a ``.csv`` or a ``.npy`` file
     (with ``labels`` a second ``.npy`` or an array); or a list of image paths.
+    Reading a large folder or CSV stops once ``is_cancelled()`` says so.
     """
     if isinstance(source, Source):
         return source
     if isinstance(source, np.ndarray):
         return ArraySource(source, labels, shape)
     if isinstance(source, (str, os.PathLike)):
-        return open_source(input_kind(source), source, labels, shape)
+        return open_source(input_kind(source), source, labels, shape, is_cancelled)
     if isinstance(source, Sequence):
         return FileSource(list(source), labels)
     raise SourceError(f"cannot embed a {type(source).__name__}; give a folder, a CSV, a npy "

@@ -2,7 +2,6 @@
 """Orange3-TransferEmbed: image embeddings from ImageNet-pretrained CNNs for Orange."""
 
 import json
-import os
 import posixpath
 import re
 from pathlib import Path
@@ -42,6 +41,10 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.5",
     "tqdm>=4.60",
     "platformdirs>=3",
+    # TensorFlow's own dependency, held back: ml_dtypes 0.7.0 registers its numpy
+    # loops in about 1 s under the GIL, which freezes Orange's window while
+    # TensorFlow loads (0.6.0: 5 ms; doc/performance.md, "Orange's window").
+    "ml_dtypes<0.7",
 ]
 
 DOC_REQUIRE = ["sphinx>=7", "myst-parser>=2"]

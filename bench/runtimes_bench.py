@@ -121,7 +121,7 @@ class RuntimeFigures:
 
     def conversion(self) -> None:
         from orangecontrib.transferembed.config import EmbedConfig
-        from orangecontrib.transferembed.runtimes import converted
+        from orangecontrib.transferembed.runtimes import conversion
 
         section("the first run's conversion (once per backbone, kept in the cache folder)")
         for model in ("MobileNet", "ResNet50"):
@@ -129,7 +129,7 @@ class RuntimeFigures:
                 config = EmbedConfig(model=model, weights=None, runtime="tflite",
                                      precision=precision)
                 start = time.perf_counter()
-                data = converted.convert(config, None)
+                data = conversion.convert(config, None)
                 seconds = time.perf_counter() - start
                 self.r.put(f"convert_{model}_{precision}_s", seconds,
                            f"{model} {precision}: {seconds:.1f} s ({len(data) / 1e6:.1f} MB)")

@@ -19,10 +19,20 @@ DATA_ENV = "TRANSFEREMBED_TEST_DATA"
 MOBILENET_025 = "mobilenet_2_5_224_tf_no_top.h5"
 
 
+@pytest.fixture(scope="session")
+def _session_store(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("converted")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own embedding cache folder, never the user's."""
-    monkeypatch.setenv("TRANSFEREMBED_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+def _isolated_cache(request, tmp_path_factory, monkeypatch, _session_store):
+    """Every test gets its own cache folder, never the user's. The converted models in it
+    are the session's (each conversion costs a process and seconds), except in tests
+    marked ``own_store``."""
+    cache = tmp_path_factory.mktemp("cache")
+    if request.node.get_closest_marker("own_store") is None:
+        (cache / "converted").symlink_to(_session_store, target_is_directory=True)
+    monkeypatch.setenv("TRANSFEREMBED_CACHE_DIR", str(cache))
 
 
 @pytest.fixture(scope="session")

@@ -244,9 +244,17 @@ def test_images_over_the_pixel_limit_are_refused(monkeypatch, pixels):
         decode(data, (32, 32))
 
 
-def test_truncated_jpeg():
-    data = encode(halves(200, 100), "JPEG")
-    with pytest.raises(ImageError, match="cannot decode"):
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "TIFF"])
+@pytest.mark.parametrize("lenient", [False, True])
+def test_truncated_image(fmt, lenient, monkeypatch):
+    """Refused also where another add-on told Pillow to load truncated files
+    (Image Analytics sets ``ImageFile.LOAD_TRUNCATED_IMAGES`` when it is imported)."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", lenient)
+    data = encode(halves(200, 100), fmt)
+    assert decode(data, (32, 32)).shape == (32, 32, 3)
+    with pytest.raises(ImageError, match="cannot decode.*truncated"):
         decode(data[:len(data) // 2], (32, 32))
 
 

@@ -4,8 +4,11 @@ store of converted models, fallbacks, and the choice that ``auto`` makes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from orangecontrib.transferembed import embed
 from orangecontrib.transferembed.config import EmbedConfig
 from orangecontrib.transferembed.errors import EmbeddingCancelled, SettingsError
 from orangecontrib.transferembed.runtimes import (
+    ConversionFailed,
     cancellable,
     converted_key,
     has_openvino,
@@ -107,6 +111,7 @@ def test_openvino_runs_the_converted_file(own_weights):
     assert run(precision="int8", weights=own_weights).config.runtime == "tflite"  # faithful
 
 
+@pytest.mark.own_store
 def test_converted_models_are_stored_and_a_damaged_one_is_rebuilt(own_weights):
     stages = []
     first = run(weights=own_weights, status=stages.append)
@@ -130,13 +135,14 @@ def test_converted_models_are_stored_and_a_damaged_one_is_rebuilt(own_weights):
     assert store.load(converted_key(config)) is not None
 
 
+@pytest.mark.own_store  # it leaves the backbone marked as not converting
 def test_a_backbone_that_does_not_convert_runs_on_keras_with_a_notice(own_weights,
                                                                       monkeypatch):
     from orangecontrib.transferembed import runtimes
     from orangecontrib.transferembed.runtimes import converted
 
     def broken(config, weights_path):
-        raise RuntimeError("no such op in TFLite (test)")
+        raise ConversionFailed("RuntimeError: no such op in TFLite (test)")
 
     monkeypatch.setattr(converted, "convert", broken)
     runtimes._runtimes.clear()
@@ -197,3 +203,92 @@ def test_building_can_be_given_up():
         cancellable(slow, lambda: not flag.is_alive())
     release.set()
     assert cancellable(lambda: "model", lambda: False) == "model"
+
+
+def children(pid: int) -> list[int]:
+    """The processes that ``pid`` started (Linux's /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def wait_for(predicate, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    return predicate()
+
+
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def test_the_conversion_runs_in_a_child_and_gives_this_process_s_model(own_weights):
+    from orangecontrib.transferembed.runtimes import conversion
+    from orangecontrib.transferembed.runtimes.tflite_runtime import TFLiteRuntime
+
+    config = EmbedConfig(model="MobileNet", alpha=0.25, weights=own_weights,
+                         input_size=SIDE, runtime="tflite", precision="int8")
+    child = conversion.convert(config, own_weights)  # in a process of its own
+    here = conversion.flatbuffer(config, own_weights)
+    batch = pixels(4).astype(np.float32)
+    assert np.array_equal(TFLiteRuntime(child, "int8", 1)(batch),
+                          TFLiteRuntime(here, "int8", 1)(batch))
+
+
+@LINUX
+@pytest.mark.parametrize("ending, lasting", [("SIGSEGV", True), ("SIGKILL", False)])
+def test_a_converter_that_dies_is_a_failed_conversion(ending, lasting):
+    """A crash (the converter's own fault) is remembered; a kill (out of memory,
+    a user) is not, so the next run converts again."""
+    import signal
+    import threading
+
+    from orangecontrib.transferembed.runtimes import conversion
+
+    config = EmbedConfig(model="MobileNet", alpha=0.25, weights=None, input_size=SIDE,
+                         runtime="tflite", precision="int8")
+    before = set(children(os.getpid()))
+    outcome = {}
+
+    def target():
+        try:
+            conversion.convert(config, None)
+        except ConversionFailed as exc:
+            outcome["failed"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    child = wait_for(lambda: set(children(os.getpid())) - before, 30)
+    assert len(child) == 1
+    os.kill(child.pop(), getattr(signal, ending))
+    thread.join(60)
+    failed = outcome["failed"]
+    assert ending in str(failed) and failed.lasting is lasting
+
+
+@LINUX
+def test_the_converter_ends_with_the_process_that_started_it(tmp_path):
+    """A killed Orange (or CLI) leaves no converter running on."""
+    script = ("from orangecontrib.transferembed.config import EmbedConfig\n"
+              "from orangecontrib.transferembed.runtimes import conversion\n"
+              "conversion.convert(EmbedConfig(model='ResNet50', weights=None, "
+              "runtime='tflite'), None)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        child = wait_for(lambda: children(parent.pid), 60)
+        assert len(child) == 1
+    finally:
+        parent.kill()
+        parent.wait()
+    assert wait_for(lambda: not alive(child[0]), 10)

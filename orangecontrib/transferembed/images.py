@@ -24,6 +24,24 @@ _RESAMPLE = Image.Resampling.BILINEAR  # antialiased when downscaling
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
+class _Bytes(io.BytesIO):
+    """Encoded bytes that notice a read past their end while the image loads.
+
+    That is a truncated file, which Pillow fills with grey instead of failing
+    once ``ImageFile.LOAD_TRUNCATED_IMAGES`` is set, as Image Analytics sets it
+    for the whole process when Orange loads it.
+    """
+
+    loading = False
+    ran_out = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        if self.loading and not chunk and size != 0:
+            self.ran_out = True
+        return chunk
+
+
 def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Image:
     """Decode encoded image bytes into a loaded PIL image.
 
@@ -33,11 +51,15 @@ def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Imag
     if not data:
         raise ImageError("empty file (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
+        encoded = _Bytes(data)
+        img = Image.open(encoded)
         _check_pixel_count(img)  # before decoding; warnings filters are not thread-safe
         if target is not None and img.format == "JPEG":
             img.draft("RGB", _draft_size(target))
+        encoded.loading = True
         img.load()
+        if encoded.ran_out:
+            raise OSError("image file is truncated")
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large, a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:

@@ -52,6 +52,11 @@ def set_verbose(verbose: bool) -> None:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
 
 
+def verbose() -> bool:
+    """Whether TensorFlow's own messages are shown unfiltered."""
+    return _verbose
+
+
 def quiet_environment() -> None:
     """Ask TensorFlow for fewer start-up lines; call before it is imported."""
     if not _verbose:

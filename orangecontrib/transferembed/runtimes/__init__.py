@@ -52,7 +52,15 @@ class Runtime(Protocol):
 
 
 class ConversionFailed(Exception):
-    """The backbone did not convert; the engine runs it on Keras instead."""
+    """The backbone did not convert; the engine runs it on Keras instead.
+
+    ``lasting`` is False where the cause was not the backbone (memory, an
+    interruption): the next run tries to convert it again.
+    """
+
+    def __init__(self, reason: str, lasting: bool = True):
+        super().__init__(reason)
+        self.lasting = lasting
 
 
 def threads() -> int:

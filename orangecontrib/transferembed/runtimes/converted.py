@@ -1,60 +1,23 @@
-"""Models converted to TensorFlow Lite: converting, storing, and running them.
+"""Models converted to TensorFlow Lite: storing and running them.
 
-The backbone and its ``preprocess_input`` are traced as one TensorFlow
-function, frozen, and converted; ``int8`` is full-integer quantization
-(per-channel weights, activations calibrated on :mod:`..calibration`'s fixed
-images), with float32 input and output. The file is stored on disk
-(:mod:`.store`), so a backbone is converted once per machine.
+A backbone is converted (:mod:`.conversion`) once per machine, and the file
+is stored on disk (:mod:`.store`).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
-import warnings
 from pathlib import Path
 
-from .. import calibration, models
 from ..config import EmbedConfig
-from ..tfimport import filtered_stderr
+from ..tfimport import import_tensorflow
 from . import ConversionFailed, Status, converted_key, store, threads
-from .keras_runtime import fixed_size, preprocessing
+from .conversion import convert
 
 log = logging.getLogger(__name__)
-_CALIBRATION_BATCH = 8
-
-
-def convert(config: EmbedConfig, weights_path: str | None) -> bytes:
-    """The TFLite flatbuffer of ``config``'s model and precision."""
-    model = models.build(config.backbone, config.alpha, fixed_size(config), weights_path,
-                         config.layer, config.pooling)
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    preprocess = preprocessing(config)
-    side = fixed_size(config)
-
-    @tf.function(input_signature=[tf.TensorSpec((None, side, side, 3), tf.float32)])
-    def step(batch):
-        return model(preprocess(batch), training=False)
-
-    frozen = convert_variables_to_constants_v2(step.get_concrete_function())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], tf.Module())
-    if config.precision == "int8":
-        images = calibration.calibration_images(side)
-
-        def representative():
-            for start in range(0, len(images), _CALIBRATION_BATCH):
-                yield [images[start:start + _CALIBRATION_BATCH].astype("float32")]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-    with warnings.catch_warnings(), filtered_stderr():
-        warnings.simplefilter("ignore")
-        return converter.convert()
 
 
 def model_file(config: EmbedConfig, weights_path: str | None,
@@ -68,16 +31,17 @@ def model_file(config: EmbedConfig, weights_path: str | None,
     if status is not None:
         status(f"Converting {config.model} to TFLite {config.precision} (once; kept in "
                f"{store.store_folder()})")
+    if config.runtime == "tflite":  # its interpreter needs TensorFlow here: load it meanwhile
+        threading.Thread(target=import_tensorflow, name="transferembed-import",
+                         daemon=True).start()
     started = time.perf_counter()
     try:
         data = convert(config, weights_path)
-    except (MemoryError, KeyboardInterrupt):
+    except ConversionFailed as exc:
+        log.warning("converting %s failed: %s", config.model, exc)
+        if exc.lasting:
+            store.mark_failed(key, str(exc))
         raise
-    except Exception as exc:  # the converter raises many kinds; the model runs on Keras
-        reason = f"{type(exc).__name__}: {str(exc).strip()}"
-        log.warning("converting %s failed: %s", config.model, reason, exc_info=True)
-        store.mark_failed(key, reason)
-        raise ConversionFailed(reason) from exc
     log.info("converted %s (%s) in %.1f s", config.model, config.precision,
              time.perf_counter() - started)
     saved = store.save(key, data)

@@ -84,10 +84,15 @@ def filtered_stderr():
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines()
-                    if line.strip() and not CHATTER.search(line)]
-            if kept:
-                print("\n".join(kept), file=sys.stderr, flush=True)
+            write_back(captured.read())
+
+
+def write_back(output: bytes) -> None:
+    """Write captured standard error to ours, all but TensorFlow's chatter."""
+    lines = output.decode(errors="replace").splitlines()
+    kept = [line for line in lines if line.strip() and (_verbose or not CHATTER.search(line))]
+    if kept:
+        print("\n".join(kept), file=sys.stderr, flush=True)
 
 
 def import_tensorflow() -> None:

@@ -84,10 +84,20 @@ def convert(config: EmbedConfig, weights_path: str | None) -> bytes:
         try:
             code = _run_child(work)
         except OSError:  # no interpreter to start (an embedded Python): convert here
-            return flatbuffer(config, weights_path)
+            return _here(config, weights_path)
+        tfimport.write_back((work / "stderr.txt").read_bytes())  # its real messages
         if code == 0 and (work / "model.tflite").is_file():
             return (work / "model.tflite").read_bytes()
         raise _failure(work, code)
+
+
+def _here(config: EmbedConfig, weights_path: str | None) -> bytes:
+    try:
+        return flatbuffer(config, weights_path)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the converter raises many kinds
+        raise ConversionFailed(f"{type(exc).__name__}: {str(exc).strip()}") from exc
 
 
 def _run_child(work: Path) -> int:

@@ -165,12 +165,15 @@ def runtimes_of(keras, backbone: Backbone, alpha: float) -> tuple[str, list[str]
     """What ``--runtime auto`` gives the backbone in fp32 and int8, after converting it
     and running one batch; and the problems found."""
     from orangecontrib.transferembed.config import EmbedConfig
-    from orangecontrib.transferembed.runtimes import converted, has_openvino
+    from orangecontrib.transferembed.runtimes import converted, resolve
 
     got, problems = [], []
     for precision in ("fp32", "int8"):
-        config = EmbedConfig(model=backbone.name, weights=None, alpha=alpha,
-                             runtime="tflite", precision=precision)
+        config, notice = resolve(EmbedConfig(model=backbone.name, weights=None, alpha=alpha,
+                                             precision=precision))
+        if config.runtime == "keras":  # a GPU, or a conversion that failed before
+            got.append("keras fp32" + (f" ({notice})" if notice else ""))
+            continue
         started = time.perf_counter()
         try:
             runtime = converted.converted_runtime(config, None, None)
@@ -182,8 +185,7 @@ def runtimes_of(keras, backbone: Backbone, alpha: float) -> tuple[str, list[str]
             got.append(f"keras fp32 (no {precision}: {type(exc).__name__})")
             problems.append(f"{precision}: {type(exc).__name__}: {exc}"[:300])
             continue
-        engine = "openvino" if precision == "int8" and has_openvino() else "tflite"
-        got.append(f"{engine} {precision} ({time.perf_counter() - started:.0f} s)")
+        got.append(f"{config.runtime} {precision} ({time.perf_counter() - started:.0f} s)")
         del runtime
         keras.backend.clear_session()
         gc.collect()

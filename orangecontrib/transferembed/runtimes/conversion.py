@@ -36,6 +36,7 @@ _CALIBRATION_BATCH = 8
 FAILED, OUT_OF_MEMORY, INTERRUPTED = 1, 4, 130
 #: Endings that say nothing about the backbone: the next run tries again.
 _PASSING = {OUT_OF_MEMORY, INTERRUPTED, -signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT}
+_NO_MEMORY = "out of memory while converting"
 
 
 def flatbuffer(config: EmbedConfig, weights_path: str | None) -> bytes:
@@ -92,12 +93,17 @@ def convert(config: EmbedConfig, weights_path: str | None) -> bytes:
 
 
 def _here(config: EmbedConfig, weights_path: str | None) -> bytes:
+    """:func:`flatbuffer`, failing as the child does."""
     try:
         return flatbuffer(config, weights_path)
-    except (MemoryError, KeyboardInterrupt):
-        raise
+    except MemoryError:
+        raise ConversionFailed(_NO_MEMORY, lasting=False) from None
     except Exception as exc:  # noqa: BLE001 - the converter raises many kinds
-        raise ConversionFailed(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+        raise ConversionFailed(_reason(exc)) from exc
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip()}"
 
 
 def _run_child(work: Path) -> int:
@@ -143,11 +149,10 @@ def main(folder: str) -> int:
     except KeyboardInterrupt:
         return INTERRUPTED
     except MemoryError:
-        (work / "reason.txt").write_text("out of memory while converting", encoding="utf-8")
+        (work / "reason.txt").write_text(_NO_MEMORY, encoding="utf-8")
         return OUT_OF_MEMORY
     except Exception as exc:  # noqa: BLE001 - the converter raises many kinds
-        (work / "reason.txt").write_text(f"{type(exc).__name__}: {str(exc).strip()}",
-                                         encoding="utf-8")
+        (work / "reason.txt").write_text(_reason(exc), encoding="utf-8")
         return FAILED
     partial = work / "model.tflite.part"
     partial.write_bytes(data)

@@ -26,7 +26,7 @@ ENTRY_POINTS = {
     "orange.canvas.help": ("html-index = orangecontrib.transferembed.widgets:WIDGET_HELP_PATH",),
     # Example workflows on the welcome screen.
     "orange.widgets.tutorials": ("transferembed = orangecontrib.transferembed.tutorials",),
-    "console_scripts": ("transferembed = orangecontrib.transferembed.cli:main",),
+    "console_scripts": ("transferembed = orangecontrib.transferembed.cli.main:main",),
 }
 
 INSTALL_REQUIRES = [

@@ -54,7 +54,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="transferembed-bench-"))
         self.cli = cli_exe()
         self.results = Results()
-        from orangecontrib.transferembed.sources import folder_source
+        from orangecontrib.transferembed.pipeline.sources import folder_source
 
         self.source = folder_source(self.photos_root)
         assert len(self.source) == LARGE, f"expected {LARGE} photos, got {len(self.source)}"

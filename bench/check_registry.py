@@ -34,7 +34,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from orangecontrib.transferembed.backbones import BACKBONES, Backbone, get_backbone  # noqa: E402
+from orangecontrib.transferembed.models.registry import BACKBONES, Backbone, get_backbone  # noqa: E402
 
 
 class _Intercepted(Exception):
@@ -165,7 +165,8 @@ def runtimes_of(keras, backbone: Backbone, alpha: float) -> tuple[str, list[str]
     """What ``--runtime auto`` gives the backbone in fp32 and int8, after converting it
     and running one batch; and the problems found."""
     from orangecontrib.transferembed.config import EmbedConfig
-    from orangecontrib.transferembed.runtimes import converted, resolve
+    from orangecontrib.transferembed.runtimes import converted
+    from orangecontrib.transferembed.runtimes.choice import resolve
 
     got, problems = [], []
     for precision in ("fp32", "int8"):
@@ -193,7 +194,7 @@ def runtimes_of(keras, backbone: Backbone, alpha: float) -> tuple[str, list[str]
 
 
 def main(args: list[str]) -> int:
-    from orangecontrib.transferembed.tfimport import import_tensorflow
+    from orangecontrib.transferembed.models.tfimport import import_tensorflow
 
     import_tensorflow()
     import keras

@@ -117,7 +117,7 @@ class Bare:
         import importlib
 
         from orangecontrib.transferembed import get_backbone
-        from orangecontrib.transferembed.tfimport import import_tensorflow
+        from orangecontrib.transferembed.models.tfimport import import_tensorflow
 
         import_tensorflow()  # quietly, as the command does
         import keras

@@ -43,8 +43,8 @@ def longest_stall(work) -> tuple[float, float]:
 def main(models: list[str]) -> int:
     os.environ.setdefault("TRANSFEREMBED_CACHE_DIR", tempfile.mkdtemp())
     from orangecontrib.transferembed.config import EmbedConfig
+    from orangecontrib.transferembed.models.tfimport import import_tensorflow
     from orangecontrib.transferembed.runtimes import conversion
-    from orangecontrib.transferembed.tfimport import import_tensorflow
 
     import_tensorflow()
     for model in models:

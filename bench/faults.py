@@ -184,7 +184,8 @@ class Faults:
         else:  # a file-size limit stands in for the full disk
             code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)"
                     "; resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000)); from "
-                    "orangecontrib.transferembed.cli import main; sys.exit(main(sys.argv[1:]))")
+                    "orangecontrib.transferembed.cli.main import main; "
+                    "sys.exit(main(sys.argv[1:]))")
             proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                                   text=True, env=self.base, timeout=300)
         files = {p.name: p.read_bytes() for p in out.iterdir()}

@@ -80,7 +80,7 @@ class RuntimeFigures:
         self.quality()
 
     def speed(self, model: str) -> None:
-        from orangecontrib.transferembed.runtimes import has_openvino
+        from orangecontrib.transferembed.runtimes.base import has_openvino
 
         bench = self.bench
         variants = {**VARIANTS, **(OPENVINO if has_openvino() else {})}
@@ -136,7 +136,7 @@ class RuntimeFigures:
 
     def quality(self) -> None:
         from orangecontrib.transferembed import embed
-        from orangecontrib.transferembed.sources import folder_source
+        from orangecontrib.transferembed.pipeline.sources import folder_source
 
         bench = self.bench
         section("exactness and int8 quality: MobileNet 0.25 with its real ImageNet weights")
@@ -149,7 +149,7 @@ class RuntimeFigures:
         int8 = {name: embed(source, precision="int8", **common)
                 for name, source in split.items()}
         again = embed(split["val"], precision="int8", **common)
-        from orangecontrib.transferembed.runtimes import has_openvino
+        from orangecontrib.transferembed.runtimes.base import has_openvino
 
         if has_openvino():
             vino = {name: embed(source, runtime="openvino", precision="int8", **common)

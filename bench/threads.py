@@ -17,8 +17,8 @@ from pathlib import Path
 from common import SIDE, Bare
 
 from orangecontrib.transferembed.config import EmbedConfig
-from orangecontrib.transferembed.engine import run
-from orangecontrib.transferembed.sources import folder_source
+from orangecontrib.transferembed.pipeline.engine import run
+from orangecontrib.transferembed.pipeline.sources import folder_source
 
 
 def main() -> None:

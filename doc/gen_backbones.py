@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from orangecontrib.transferembed.backbones import (
+from orangecontrib.transferembed.models.registry import (
     BACKBONES,
     ORIGINAL_BACKBONES,
     Backbone,

@@ -164,7 +164,7 @@ def test_wheel_metadata(wheel_metadata, built):
                  "Transfer Embed = orangecontrib.transferembed.widgets",
                  "html-index = orangecontrib.transferembed.widgets:WIDGET_HELP_PATH",
                  "transferembed = orangecontrib.transferembed.tutorials",
-                 "transferembed = orangecontrib.transferembed.cli:main"):
+                 "transferembed = orangecontrib.transferembed.cli.main:main"):
         assert line in eps
 
 

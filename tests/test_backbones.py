@@ -12,13 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from orangecontrib.transferembed.backbones import (
+from orangecontrib.transferembed.errors import TransferEmbedError, UnknownBackboneError
+from orangecontrib.transferembed.models.registry import (
     BACKBONES,
     ORIGINAL_BACKBONES,
     backbone_names,
     get_backbone,
 )
-from orangecontrib.transferembed.errors import TransferEmbedError, UnknownBackboneError
 
 #: The original generate_embedding.py's models and feature sizes.
 ORIGINAL = {
@@ -124,7 +124,7 @@ def test_registry_does_not_import_tensorflow():
     code = (
         "import sys\n"
         "import orangecontrib.transferembed as te\n"
-        "from orangecontrib.transferembed.backbones import BACKBONES, get_backbone\n"
+        "from orangecontrib.transferembed.models.registry import BACKBONES, get_backbone\n"
         "from orangecontrib.transferembed.config import EmbedConfig\n"
         "sizes = [b.features(a) for b in BACKBONES.values() for a in b.alphas()]\n"
         "EmbedConfig(model='vgg16', weights=None)\n"
@@ -148,7 +148,7 @@ CHEAP = [("MobileNet", 0.25), ("MobileNet", 0.5), ("MobileNet", 0.75), ("MobileN
 def test_built_feature_size_matches_registry(name, alpha):
     import keras
 
-    from orangecontrib.transferembed.models import build
+    from orangecontrib.transferembed.models.builders import build
 
     backbone = get_backbone(name)
     side = backbone.min_input_size

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orangecontrib.transferembed.cli import main
+from orangecontrib.transferembed.cli.main import main
 
 TOY = ["-he", "45", "-w", "80", "-tm", "MobileNet", "-weights", "None"]
 
@@ -209,7 +209,7 @@ def test_real_weights_from_keras_home(mobilenet_keras_home, seed_toy, tmp_path):
 def test_list_models_does_not_import_tensorflow():
     proc = subprocess.run(
         [sys.executable, "-c",
-         "import sys; from orangecontrib.transferembed.cli import main; "
+         "import sys; from orangecontrib.transferembed.cli.main import main; "
          "main(['--list-models']); print('tensorflow' in sys.modules)"],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0

@@ -12,9 +12,9 @@ import pytest
 from Orange.widgets.tests import base
 
 from orangecontrib.transferembed import compare, embed, list_layers
-from orangecontrib.transferembed.cli import main
+from orangecontrib.transferembed.cli.demo import make_demo_images
+from orangecontrib.transferembed.cli.main import main
 from orangecontrib.transferembed.comparison import Candidate, cross_validate, parse_candidates
-from orangecontrib.transferembed.demo import make_demo_images
 from orangecontrib.transferembed.errors import SettingsError, UnknownBackboneError
 from orangecontrib.transferembed.widgets.owcomparebackbones import OWCompareBackbones
 

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from orangecontrib.transferembed import EmbedConfig, FileSource, folder_source, npy_source
-from orangecontrib.transferembed.cli import main as cli_main
-from orangecontrib.transferembed.cluster import INSTALL_HINT, ClusterError
-from orangecontrib.transferembed.distributed import Job, part_size
-from orangecontrib.transferembed.distributed import run_distributed as _run_distributed
-from orangecontrib.transferembed.engine import Hooks, run
+from orangecontrib.transferembed.cli.main import main as cli_main
+from orangecontrib.transferembed.cluster.connect import INSTALL_HINT, ClusterError
+from orangecontrib.transferembed.cluster.distributed import Job, part_size
+from orangecontrib.transferembed.cluster.distributed import run_distributed as _run_distributed
 from orangecontrib.transferembed.errors import EmbeddingCancelled, SettingsError
+from orangecontrib.transferembed.pipeline.engine import Hooks, run
 
 distributed = pytest.importorskip("distributed")
 
@@ -209,7 +209,7 @@ class Block:
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 from orangecontrib.transferembed import embed
-from orangecontrib.transferembed.cli import main
+from orangecontrib.transferembed.cli.main import main
 assert not any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules)
 try:
     embed({str(tmp_path)!r}, client='tcp://127.0.0.1:1')

@@ -45,7 +45,7 @@ def test_backbones_page_matches_registry():
 
 
 def test_cli_page_documents_every_flag():
-    from orangecontrib.transferembed.cli import build_parser, sample_parser
+    from orangecontrib.transferembed.cli.main import build_parser, sample_parser
 
     text = (DOC / "cli.md").read_text(encoding="utf-8")
     for parser in (build_parser(), sample_parser()):

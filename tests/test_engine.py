@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from orangecontrib.transferembed import EmbedConfig, EmbeddingCancelled, embed
-from orangecontrib.transferembed.cache import DB_NAME, EmbeddingCache
-from orangecontrib.transferembed.sources import ArraySource
+from orangecontrib.transferembed.pipeline.cache import DB_NAME, EmbeddingCache
+from orangecontrib.transferembed.pipeline.sources import ArraySource
 
 SIDE = 64
 REAL = {"model": "MobileNet", "weights": "imagenet", "alpha": 0.25, "input_size": SIDE}
@@ -206,8 +206,8 @@ def test_config_is_checked_up_front():
 
 def test_random_weights_do_not_depend_on_other_threads():
     # Keras draws an unseeded initializer's seed from Python's process-wide random.
-    from orangecontrib.transferembed.backbones import get_backbone
-    from orangecontrib.transferembed.models import build
+    from orangecontrib.transferembed.models.builders import build
+    from orangecontrib.transferembed.models.registry import get_backbone
 
     backbone = get_backbone("MobileNet")
     quiet = build(backbone, 0.25, 32, None).get_weights()
@@ -233,7 +233,7 @@ def test_random_weights_do_not_depend_on_other_threads():
 def test_weights_from_a_file(tmp_path, shared_data):
     import keras
 
-    from orangecontrib.transferembed.weights import RANDOM_SEED
+    from orangecontrib.transferembed.models.weights import RANDOM_SEED
 
     keras.utils.set_random_seed(RANDOM_SEED + 1)
     model = keras.applications.MobileNet(weights=None, alpha=0.25, include_top=False,

@@ -17,15 +17,15 @@ import pytest
 from PIL import Image
 
 from orangecontrib.transferembed import embed, get_backbone
-from orangecontrib.transferembed.cache import DB_NAME
-from orangecontrib.transferembed.cli import main
+from orangecontrib.transferembed.cli.main import main
 from orangecontrib.transferembed.errors import (
     EmbeddingCancelled,
     SettingsError,
     WeightsUnavailableError,
 )
-from orangecontrib.transferembed.sources import ArraySource, folder_source
-from orangecontrib.transferembed.weights import resolve_weights
+from orangecontrib.transferembed.models.weights import resolve_weights
+from orangecontrib.transferembed.pipeline.cache import DB_NAME
+from orangecontrib.transferembed.pipeline.sources import ArraySource, folder_source
 from orangecontrib.transferembed.writers import OutputError, write_atomically
 
 FAST = {"model": "MobileNet", "weights": None, "alpha": 0.25, "input_size": 32}
@@ -105,7 +105,7 @@ def test_bad_cache_size_limit_exits_2(tmp_path, capsys):
 
 
 def test_network_file_systems_get_a_rollback_journal(tmp_path, monkeypatch):
-    from orangecontrib.transferembed import cache as caching
+    from orangecontrib.transferembed.pipeline import cache as caching
 
     assert caching.file_system_type(Path("/proc")) == "proc"
     monkeypatch.setattr(caching, "file_system_type", lambda folder: "nfs4")
@@ -225,7 +225,7 @@ def test_full_disk_keeps_old_outputs_and_leaves_no_stray_file(tmp_path):
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
-        "from orangecontrib.transferembed.cli import main\n"
+        "from orangecontrib.transferembed.cli.main import main\n"
         f"sys.exit(main(['--folder', {str(folder)!r}, '-tm', 'MobileNet', '--alpha', '0.25',"
         f" '-weights', 'None', '--input-size', '32', '--no-cache', '-dir', {str(out)!r},"
         f" '-n', 'run', '-q']))\n")
@@ -286,7 +286,7 @@ def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask, mode):
 
 
 def test_a_read_error_is_not_called_a_write_error(tmp_path, capsys, monkeypatch):
-    from orangecontrib.transferembed import cli
+    from orangecontrib.transferembed.cli.main import main as cli
 
     table = tmp_path / "labels.csv"
     table.write_text("a,x.png\n")
@@ -332,7 +332,7 @@ def test_shards_leave_other_programs_part_files_alone(tmp_path):
 # --- the run -----------------------------------------------------------------------------
 
 def test_a_programming_error_fails_the_run_loudly(monkeypatch):
-    from orangecontrib.transferembed import images as decoding
+    from orangecontrib.transferembed.pipeline import images as decoding
 
     def bug(*args, **kwargs):
         raise ZeroDivisionError("a bug, not a bad image")
@@ -353,7 +353,7 @@ def test_memory_limit_does_not_change_the_results():
 
 
 def test_large_images_get_fewer_rows_at_native_size():
-    from orangecontrib.transferembed.batches import rows_for
+    from orangecontrib.transferembed.pipeline.batches import rows_for
 
     assert rows_for((3000, 4000, 3), 32, 224, native=True) == 1
     assert rows_for((224, 224, 3), 32, 224, native=True) == 32
@@ -385,8 +385,8 @@ def test_building_a_large_folder_source_can_be_cancelled(tmp_path):
 @pytest.mark.parametrize("kind", ["files", "arrays"])
 def test_a_cluster_without_workers_gives_up(monkeypatch, tmp_path, kind):
     distributed = pytest.importorskip("distributed")
-    from orangecontrib.transferembed import distributed as jobs
-    from orangecontrib.transferembed.cluster import ClusterError
+    from orangecontrib.transferembed.cluster.connect import ClusterError
+    from orangecontrib.transferembed.cluster.connect import distributed as jobs
     from orangecontrib.transferembed.config import EmbedConfig
 
     monkeypatch.setattr(jobs, "NO_WORKERS_TIMEOUT_S", 2.0)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orangecontrib.transferembed import images
 from orangecontrib.transferembed.errors import ImageError
+from orangecontrib.transferembed.pipeline import images
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 

@@ -16,14 +16,9 @@ import pytest
 from orangecontrib.transferembed import embed
 from orangecontrib.transferembed.config import EmbedConfig
 from orangecontrib.transferembed.errors import EmbeddingCancelled, SettingsError
-from orangecontrib.transferembed.runtimes import (
-    ConversionFailed,
-    cancellable,
-    converted_key,
-    has_openvino,
-    resolve,
-    store,
-)
+from orangecontrib.transferembed.runtimes import store
+from orangecontrib.transferembed.runtimes.base import ConversionFailed, converted_key, has_openvino
+from orangecontrib.transferembed.runtimes.choice import cancellable, resolve
 
 SIDE = 64
 
@@ -126,7 +121,7 @@ def test_converted_models_are_stored_and_a_damaged_one_is_rebuilt(own_weights):
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
     assert store.load(converted_key(config)) is None  # damaged: not used
-    from orangecontrib.transferembed import runtimes
+    from orangecontrib.transferembed.runtimes import choice as runtimes
 
     runtimes._runtimes.clear()  # a new process would read the file
     stages.clear()
@@ -138,7 +133,7 @@ def test_converted_models_are_stored_and_a_damaged_one_is_rebuilt(own_weights):
 @pytest.mark.own_store  # it leaves the backbone marked as not converting
 def test_a_backbone_that_does_not_convert_runs_on_keras_with_a_notice(own_weights,
                                                                       monkeypatch):
-    from orangecontrib.transferembed import runtimes
+    from orangecontrib.transferembed.runtimes import choice as runtimes
     from orangecontrib.transferembed.runtimes import converted
 
     def broken(config, weights_path):
@@ -159,7 +154,7 @@ def test_a_backbone_that_does_not_convert_runs_on_keras_with_a_notice(own_weight
 
 def test_native_size_runs_on_keras(own_weights):
     mixed = [pixels(2, 64), pixels(2, 96)]
-    from orangecontrib.transferembed.sources import ArraySource
+    from orangecontrib.transferembed.pipeline.sources import ArraySource
 
     for data in mixed:
         result = embed(ArraySource(data), "MobileNet", alpha=0.25, weights=own_weights,

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from orangecontrib.transferembed.errors import ImageError, SourceError
-from orangecontrib.transferembed.sources import (
+from orangecontrib.transferembed.pipeline.sources import (
     ArraySource,
     FileSource,
     as_source,

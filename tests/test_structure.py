@@ -35,8 +35,8 @@ def test_no_module_imports_the_engines_private_names():
 
 
 def test_the_engine_has_no_cluster_only_parameters_or_fields():
-    from orangecontrib.transferembed import engine
-    from orangecontrib.transferembed.results import EmbeddingResult
+    from orangecontrib.transferembed.pipeline import engine
+    from orangecontrib.transferembed.pipeline.results import EmbeddingResult
 
     parameters = set(inspect.signature(engine.run).parameters)
     assert parameters == {"source", "config", "progress", "is_cancelled",

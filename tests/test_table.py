@@ -9,9 +9,9 @@ from PIL import Image
 
 from orangecontrib.transferembed.config import EmbedConfig
 from orangecontrib.transferembed.errors import ImageError
-from orangecontrib.transferembed.results import EmbeddingResult, Skipped
-from orangecontrib.transferembed.sources import ArraySource, FileSource
-from orangecontrib.transferembed.table import (
+from orangecontrib.transferembed.pipeline.results import EmbeddingResult, Skipped
+from orangecontrib.transferembed.pipeline.sources import ArraySource, FileSource
+from orangecontrib.transferembed.widgets.table import (
     class_variable,
     embeddings_table,
     image_columns,
@@ -156,7 +156,7 @@ def test_nothing_embedded_or_skipped_gives_none(tmp_path):
 
 def test_attribute_path_column_becomes_a_meta(tmp_path):
     """A path read as a feature (File widget, discrete column) is not learned from."""
-    from orangecontrib.transferembed import engine
+    from orangecontrib.transferembed.pipeline import engine
 
     Image.new("RGB", (40, 40), (10, 200, 30)).save(tmp_path / "a.png")
     path = DiscreteVariable("path", values=("a.png", "b.png"))

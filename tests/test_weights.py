@@ -12,7 +12,7 @@ import pytest
 
 from orangecontrib.transferembed import embed, get_backbone
 from orangecontrib.transferembed.errors import TransferEmbedError, WeightsUnavailableError
-from orangecontrib.transferembed.weights import (
+from orangecontrib.transferembed.models.weights import (
     keras_models_dir,
     normalize_weights,
     resolve_weights,

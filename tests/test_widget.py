@@ -26,7 +26,7 @@ from Orange.widgets.utils.concurrent import ConcurrentWidgetMixin
 from Orange.widgets.widget import OWWidget
 from orangewidget.widget import OWBaseWidget
 
-from orangecontrib.transferembed.demo import make_demo_images, make_demo_npy
+from orangecontrib.transferembed.cli.demo import make_demo_images, make_demo_npy
 from orangecontrib.transferembed.widgets.owtransferembedding import OWTransferEmbedding
 
 TIMEOUT_MS = 180_000
@@ -172,7 +172,7 @@ class TestOnDrawnImages(WidgetCase):
         exact = self.run_widget(source="folder", folder_path=str(self.drawn / "images"))
         fast = self.run_widget(precision="int8")
         assert fast.X.shape == exact.X.shape
-        from orangecontrib.transferembed.runtimes import int8_pays_off
+        from orangecontrib.transferembed.runtimes.base import int8_pays_off
 
         text = self.widget.precision_cost.text()
         assert "within a few percent" in text

@@ -11,7 +11,6 @@ Importing this package does not import TensorFlow; the first embedding does.
 import logging
 
 from .api import compare, embed, list_layers
-from .backbones import BACKBONES, Backbone, backbone_names, get_backbone
 from .config import EmbedConfig
 from .errors import (
     EmbeddingCancelled,
@@ -21,8 +20,16 @@ from .errors import (
     UnknownBackboneError,
     WeightsUnavailableError,
 )
-from .results import EmbeddingResult, Skipped
-from .sources import ArraySource, FileSource, Source, csv_source, folder_source, npy_source
+from .models.registry import BACKBONES, Backbone, backbone_names, get_backbone
+from .pipeline.results import EmbeddingResult, Skipped
+from .pipeline.sources import (
+    ArraySource,
+    FileSource,
+    Source,
+    csv_source,
+    folder_source,
+    npy_source,
+)
 
 __version__ = "0.2.0"
 

@@ -1,31 +1,16 @@
-"""The public Python API: :func:`embed`, and :func:`run_job` under every face."""
+"""The public Python API: :func:`embed`, :func:`compare` and :func:`list_layers`."""
 
 from __future__ import annotations
 
 import os
 
-from . import engine
 from .config import DEFAULT_LAYER, DEFAULT_MEMORY_LIMIT, EmbedConfig
-from .engine import Hooks, IsCancelled, Notice, Progress
-from .images import DEFAULT_RESIZE
-from .results import EmbeddingResult
-from .sources import Source, as_source
-from .weights import ByteProgress
-
-
-def run_job(source: Source, config: EmbedConfig, hooks: Hooks | None = None, *,
-            client=None, shards: str | os.PathLike | None = None) -> EmbeddingResult:
-    """Run a job in this process, or on a Dask cluster when ``client`` (a client or a
-    scheduler address) or ``shards`` (a folder of part files) is given."""
-    hooks = hooks or Hooks()
-    if client is None and shards is None:
-        return engine.run(source, config, hooks.progress, hooks.is_cancelled,
-                          download_progress=hooks.download, status=hooks.status,
-                          notice=hooks.notice)
-    from .distributed import run_distributed  # needs the [dask] extra
-
-    return run_distributed(source, config, client,
-                           shard_dir=None if shards is None else os.fspath(shards), hooks=hooks)
+from .jobs import run_job
+from .models.weights import ByteProgress
+from .pipeline.engine import Hooks, IsCancelled, Notice, Progress
+from .pipeline.images import DEFAULT_RESIZE
+from .pipeline.results import EmbeddingResult
+from .pipeline.sources import as_source
 
 
 def embed(source, model: str = "MobileNet", *, labels=None,
@@ -80,8 +65,8 @@ def embed(source, model: str = "MobileNet", *, labels=None,
 
 def list_layers(model: str, alpha: float = 1.0):
     """The layers of a backbone that can give features (imports TensorFlow)."""
-    from .backbones import get_backbone
-    from .models import list_layers as layers
+    from .models.builders import list_layers as layers
+    from .models.registry import get_backbone
 
     return layers(get_backbone(model), alpha)
 

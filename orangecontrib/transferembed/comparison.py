@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backbones import get_backbone
 from .config import DEFAULT_LAYER, EmbedConfig
-from .engine import Hooks
 from .errors import SettingsError, TransferEmbedError
-from .results import EmbeddingResult
-from .sources import Source
+from .jobs import run_job
+from .models.registry import get_backbone
+from .pipeline.engine import Hooks
+from .pipeline.results import EmbeddingResult
+from .pipeline.sources import Source
 from .writers import label_texts
 
 DEFAULT_FOLDS = 5
@@ -131,7 +132,6 @@ def score_candidate(source: Source, settings: dict, candidate: Candidate,
                     folds: int = DEFAULT_FOLDS, hooks: Hooks | None = None,
                     client=None) -> Score:
     """Embed ``source`` with one candidate and score it."""
-    from .api import run_job
 
     score = Score(candidate)
     started = time.perf_counter()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from .backbones import Backbone, get_backbone
 from .errors import SettingsError
-from .images import DEFAULT_RESIZE, RESIZE_POLICIES
-from .weights import normalize_weights, weights_identity
+from .models.registry import Backbone, get_backbone
+from .models.weights import normalize_weights, weights_identity
+from .pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
 
 #: ``input_size`` value that embeds each image at its own size (pooled backbones).
 NATIVE = "native"

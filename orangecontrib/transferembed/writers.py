@@ -26,7 +26,7 @@ from typing import IO
 import numpy as np
 
 from .errors import TransferEmbedError
-from .results import EmbeddingResult, Skipped
+from .pipeline.results import EmbeddingResult, Skipped
 
 #: Rows of a CSV formatted at once: bounds the memory of formatting.
 CSV_BLOCK_ROWS = 256

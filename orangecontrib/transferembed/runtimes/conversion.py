@@ -26,9 +26,11 @@ import threading
 import warnings
 from pathlib import Path
 
-from .. import calibration, models, tfimport
 from ..config import EmbedConfig
-from . import ConversionFailed
+from ..models import builders as models
+from ..models import tfimport
+from . import calibration
+from .base import ConversionFailed
 from .keras_runtime import fixed_size, preprocessing
 
 _CALIBRATION_BATCH = 8

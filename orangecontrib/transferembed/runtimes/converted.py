@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from ..config import EmbedConfig
-from ..tfimport import import_tensorflow
-from . import ConversionFailed, Status, converted_key, store, threads
+from ..models.tfimport import import_tensorflow
+from . import store
+from .base import ConversionFailed, Status, converted_key, threads
 from .conversion import convert
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import threading
 
 import numpy as np
 
-from .. import models
 from ..config import EmbedConfig
+from ..models import builders as models
 
 
 def preprocessing(config: EmbedConfig):

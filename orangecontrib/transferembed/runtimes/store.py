@@ -17,8 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..cache import default_cache_dir
-from ..weights import writable_by_others
+from ..models.weights import writable_by_others
+from ..pipeline.cache import default_cache_dir
 
 log = logging.getLogger(__name__)
 FOLDER = "converted"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tfimport import filtered_stderr, import_tensorflow
+from ..models.tfimport import filtered_stderr, import_tensorflow
 
 
 def _interpreter_class():

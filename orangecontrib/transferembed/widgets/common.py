@@ -20,12 +20,12 @@ from Orange.widgets.settings import ContextSetting, Setting
 from Orange.widgets.utils.concurrent import TaskState
 from Orange.widgets.utils.itemmodels import VariableListModel
 
-from orangecontrib.transferembed.backbones import Backbone
-from orangecontrib.transferembed.engine import Hooks
 from orangecontrib.transferembed.errors import EmbeddingCancelled
-from orangecontrib.transferembed.sources import Source, open_source
-from orangecontrib.transferembed.table import image_columns, table_source
-from orangecontrib.transferembed.weights import find_imagenet_file
+from orangecontrib.transferembed.models.registry import Backbone
+from orangecontrib.transferembed.models.weights import find_imagenet_file
+from orangecontrib.transferembed.pipeline.engine import Hooks
+from orangecontrib.transferembed.pipeline.sources import Source, open_source
+from orangecontrib.transferembed.widgets.table import image_columns, table_source
 from orangecontrib.transferembed.writers import label_texts
 
 #: Source kinds, in the order of the "From" combo.
@@ -349,7 +349,7 @@ class EmbeddingOptionsMixin:
         return box
 
     def _show_precision_cost(self) -> None:
-        from orangecontrib.transferembed.runtimes import int8_pays_off
+        from orangecontrib.transferembed.runtimes.base import int8_pays_off
 
         speed = INT8_SPEED[int8_pays_off()] if self.precision == "int8" else ""
         self.precision_cost.setText(PRECISION_COST.get(self.precision, "").format(speed=speed))

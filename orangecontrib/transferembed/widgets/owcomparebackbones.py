@@ -24,7 +24,6 @@ from Orange.widgets.utils.concurrent import ConcurrentWidgetMixin, TaskState
 from Orange.widgets.utils.widgetpreview import WidgetPreview
 from Orange.widgets.widget import Input, Msg, Output, OWWidget
 
-from orangecontrib.transferembed.backbones import BACKBONES, get_backbone
 from orangecontrib.transferembed.comparison import (
     DEFAULT_FOLDS,
     Candidate,
@@ -35,8 +34,8 @@ from orangecontrib.transferembed.comparison import (
 )
 from orangecontrib.transferembed.config import DEFAULT_LAYER
 from orangecontrib.transferembed.errors import EmbeddingCancelled, TransferEmbedError
-from orangecontrib.transferembed.table import embeddings_table
-from orangecontrib.transferembed.weights import find_imagenet_file
+from orangecontrib.transferembed.models.registry import BACKBONES, get_backbone
+from orangecontrib.transferembed.models.weights import find_imagenet_file
 from orangecontrib.transferembed.widgets.common import (
     Choice,
     EmbeddingOptionsMixin,
@@ -46,6 +45,7 @@ from orangecontrib.transferembed.widgets.common import (
     build_source,
     gui_message,
 )
+from orangecontrib.transferembed.widgets.table import embeddings_table
 
 WEIGHTS = ("imagenet", "none")
 ALPHAS = (0.25, 0.5, 0.75, 1.0)

@@ -21,8 +21,6 @@ from Orange.widgets.utils.concurrent import ConcurrentWidgetMixin, TaskState
 from Orange.widgets.utils.widgetpreview import WidgetPreview
 from Orange.widgets.widget import Input, Msg, Output, OWWidget
 
-from orangecontrib.transferembed.api import run_job
-from orangecontrib.transferembed.backbones import BACKBONES, get_backbone
 from orangecontrib.transferembed.config import DEFAULT_LAYER, NATIVE, EmbedConfig
 from orangecontrib.transferembed.errors import (
     EmbeddingCancelled,
@@ -30,7 +28,8 @@ from orangecontrib.transferembed.errors import (
     TransferEmbedError,
     WeightsUnavailableError,
 )
-from orangecontrib.transferembed.table import embeddings_table, skipped_table
+from orangecontrib.transferembed.jobs import run_job
+from orangecontrib.transferembed.models.registry import BACKBONES, get_backbone
 from orangecontrib.transferembed.widgets.common import (
     Choice,
     EmbeddingOptionsMixin,
@@ -43,6 +42,7 @@ from orangecontrib.transferembed.widgets.common import (
     gui_message,
     weights_text,
 )
+from orangecontrib.transferembed.widgets.table import embeddings_table, skipped_table
 
 log = logging.getLogger(__name__)
 WEIGHTS = ("imagenet", "none", "file")

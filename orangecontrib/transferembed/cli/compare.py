@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import (
+from ..cluster.connect import cluster_client
+from ..comparison import DEFAULT_FOLDS, best, compare, parse_candidates
+from .args import (
     PROG,
     add_output_arguments,
     add_run_arguments,
@@ -14,12 +16,10 @@ from .cli import (
     check_output,
     config_options,
     source_from_args,
-    write_outputs,
 )
-from .cluster import cluster_client
-from .compare_report import table, write_chart, write_scores
-from .comparison import DEFAULT_FOLDS, best, compare, parse_candidates
+from .outputs import write_outputs
 from .progress import Reporter
+from .report import table, write_chart, write_scores
 
 
 def compare_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,8 @@ import csv
 import os
 from pathlib import Path
 
-from .comparison import Score, best, ranked
-from .writers import write_atomically
+from ..comparison import Score, best, ranked
+from ..writers import write_atomically
 
 COLUMNS = ("backbone", "layer", "features", "CA", "AUC", "F1", "seconds", "CA_sd", "best",
            "note")

@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from ..config import EmbedConfig
+from ..errors import ImageError
 from .cache import EmbeddingCache
-from .config import EmbedConfig
-from .errors import ImageError
 from .sources import Source
 
 

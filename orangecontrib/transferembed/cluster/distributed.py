@@ -23,15 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runtimes, shards
-from .batches import START, Layout, Part
-from .cache import EmbeddingCache, open_cache
-from .cluster import ClusterError, cluster_client, connected
-from .config import EmbedConfig
-from .engine import ArraySink, Hooks, Pipeline
-from .results import EmbeddingResult, Skipped
+from ..config import EmbedConfig
+from ..pipeline.batches import START, Layout, Part
+from ..pipeline.cache import EmbeddingCache, open_cache
+from ..pipeline.engine import ArraySink, Hooks, Pipeline
+from ..pipeline.results import EmbeddingResult, Skipped
+from ..pipeline.sources import FileSource, Source
+from ..runtimes import choice as runtimes
+from . import shards
+from .connect import ClusterError, cluster_client, connected
 from .shards import PartResult
-from .sources import FileSource, Source
 
 #: Largest part, in items; parts are whole batches.
 MAX_PART = 512
@@ -89,7 +90,7 @@ def _configure_tensorflow(threads: int) -> None:
     if _tensorflow_configured:
         return
     _tensorflow_configured = True
-    from .tfimport import import_tensorflow
+    from ..models.tfimport import import_tensorflow
 
     import_tensorflow()
     import tensorflow as tf

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 
-from .errors import SettingsError, TransferEmbedError
+from ..errors import SettingsError, TransferEmbedError
 
 INSTALL_HINT = 'pip install "Orange3-TransferEmbed[dask]"'
 #: Dask's defaults for worker processes that slow TensorFlow down: a low

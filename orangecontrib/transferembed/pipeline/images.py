@@ -12,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from ..errors import ImageError
 
 #: Resize policies: crop the largest centred box of the input's aspect ratio,
 #: then resize (the default: how ImageNet models are evaluated, and on the

@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .backbones import Backbone
-from .errors import SettingsError, WeightsUnavailableError
+from ..errors import SettingsError, WeightsUnavailableError
+from .registry import Backbone
 from .tfimport import import_tensorflow
 from .weights import RANDOM_SEED
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .batches import Layout
-from .config import EmbedConfig
-from .errors import SettingsError
-from .sources import ArraySource, FileSource, Source
-from .writers import label_column, write_atomically
+from ..config import EmbedConfig
+from ..errors import SettingsError
+from ..pipeline.batches import Layout
+from ..pipeline.sources import ArraySource, FileSource, Source
+from ..writers import label_column, write_atomically
 
 FORMAT = "transferembed-shards/2"
 MANIFEST = "manifest.json"

@@ -34,8 +34,8 @@ def make_demo_npy(images: str | Path, folder: str | Path,
     """The demo images as the original tool's npy pair: ``<name>_images.npy`` holds
     flattened HxWx3 rows (96x96 for the demo: ``-he 96 -w 96 -c 3``), and
     ``<name>_labels.npy`` the classes."""
-    from .sources import open_source
-    from .writers import write_atomically
+    from ..pipeline.sources import open_source
+    from ..writers import write_atomically
 
     source = open_source("folder", images)
     rows = np.stack([np.asarray(Image.open(path).convert("RGB")).reshape(-1)

@@ -23,8 +23,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from .backbones import Backbone
-from .errors import WeightsUnavailableError
+from ..errors import WeightsUnavailableError
+from .registry import Backbone
 
 #: ``progress(done_bytes, total_bytes)``; total is 0 when unknown.
 ByteProgress = Callable[[int, int], None]

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import runtimes
+from ..config import EmbedConfig
+from ..errors import EmbeddingCancelled
+from ..models.weights import ByteProgress, resolve_weights
+from ..runtimes import choice as runtimes
 from .batches import Batch, Part
 from .cache import EmbeddingCache, open_cache
-from .config import EmbedConfig
-from .errors import EmbeddingCancelled
 from .prefetch import Prefetcher, Prepared, Reader, default_decode_threads
 from .results import EmbeddingResult, Skipped
 from .sources import Source
-from .weights import ByteProgress, resolve_weights
 
 Progress = Callable[[int, int], None]
 IsCancelled = Callable[[], bool]

@@ -27,9 +27,9 @@ from Orange.data import (
 from Orange.data.util import get_unique_names
 from Orange.misc.collections import natural_sorted
 
-from .results import EmbeddingResult
-from .sources import FileSource, Source
-from .writers import label_texts
+from ..pipeline.results import EmbeddingResult
+from ..pipeline.sources import FileSource, Source
+from ..writers import label_texts
 
 #: Names of the columns the widget adds.
 CLASS_NAME, IMAGE_NAME, ROW_NAME, REASON_NAME = "Class", "image", "row", "reason"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import EmbeddingCancelled, ImageError, SourceError
 from . import images
-from .errors import EmbeddingCancelled, ImageError, SourceError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .engine import Hooks
+from ..pipeline.engine import Hooks
 
 
 class Reporter:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import EmbedConfig
+from ..config import EmbedConfig
 from .sources import Source
 
 

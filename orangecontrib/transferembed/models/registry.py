@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import SettingsError, UnknownBackboneError
+from ..errors import SettingsError, UnknownBackboneError
 
 #: Global average pooling, built with ``include_top=False, pooling="avg"``.
 GLOBAL_AVG_POOL = "avg_pool"

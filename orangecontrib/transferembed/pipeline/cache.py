@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -286,7 +286,7 @@ def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask, mode):
 
 
 def test_a_read_error_is_not_called_a_write_error(tmp_path, capsys, monkeypatch):
-    from orangecontrib.transferembed.cli.main import main as cli
+    from orangecontrib.transferembed.cli import main as cli
 
     table = tmp_path / "labels.csv"
     table.write_text("a,x.png\n")
@@ -386,7 +386,7 @@ def test_building_a_large_folder_source_can_be_cancelled(tmp_path):
 def test_a_cluster_without_workers_gives_up(monkeypatch, tmp_path, kind):
     distributed = pytest.importorskip("distributed")
     from orangecontrib.transferembed.cluster.connect import ClusterError
-    from orangecontrib.transferembed.cluster.connect import distributed as jobs
+    from orangecontrib.transferembed.cluster import distributed as jobs
     from orangecontrib.transferembed.config import EmbedConfig
 
     monkeypatch.setattr(jobs, "NO_WORKERS_TIMEOUT_S", 2.0)

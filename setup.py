@@ -58,7 +58,7 @@ EXTRAS_REQUIRE = {
     # The add-on tests build the help and a wheel (offline, without build isolation);
     # the cluster tests need the dask extra, the runtime tests the openvino one.
     "openvino": OPENVINO_REQUIRE,
-    "test": ["pytest>=7", "PyQt6>=6.5", "ruff", "build", "setuptools>=61", "wheel",
+    "test": ["pytest>=7", "PyQt6>=6.5", "ruff>=0.6,<1", "build", "setuptools>=61", "wheel",
              "markdown>=3", *DOC_REQUIRE, *DASK_REQUIRE, *OPENVINO_REQUIRE],
     "doc": DOC_REQUIRE,
 }

@@ -385,8 +385,8 @@ def test_building_a_large_folder_source_can_be_cancelled(tmp_path):
 @pytest.mark.parametrize("kind", ["files", "arrays"])
 def test_a_cluster_without_workers_gives_up(monkeypatch, tmp_path, kind):
     distributed = pytest.importorskip("distributed")
-    from orangecontrib.transferembed.cluster.connect import ClusterError
     from orangecontrib.transferembed.cluster import distributed as jobs
+    from orangecontrib.transferembed.cluster.connect import ClusterError
     from orangecontrib.transferembed.config import EmbedConfig
 
     monkeypatch.setattr(jobs, "NO_WORKERS_TIMEOUT_S", 2.0)

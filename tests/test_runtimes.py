@@ -112,7 +112,7 @@ def test_converted_models_are_stored_and_a_damaged_one_is_rebuilt(own_weights):
     first = run(weights=own_weights, status=stages.append)
     config = resolve(EmbedConfig(model="MobileNet", weights=own_weights, alpha=0.25,
                                  input_size=SIDE))[0]
-    stored = store.load(converted_key(config))
+    stored = store.load(converted_key(config), store.store_folder(config))
     assert stored is not None and stored.stat().st_size > 100_000
     meta = json.loads(stored.with_suffix(".json").read_text())
     assert meta["key"] == converted_key(config)
@@ -120,14 +120,28 @@ def test_converted_models_are_stored_and_a_damaged_one_is_rebuilt(own_weights):
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
-    assert store.load(converted_key(config)) is None  # damaged: not used
+    folder = store.store_folder(config)
+    assert store.load(converted_key(config), folder) is None  # damaged: not used
     from orangecontrib.transferembed.runtimes import choice as runtimes
 
     runtimes._runtimes.clear()  # a new process would read the file
     stages.clear()
     again = run(weights=own_weights, status=stages.append)
     assert stages and np.array_equal(first.embeddings, again.embeddings)
-    assert store.load(converted_key(config)) is not None
+    assert store.load(converted_key(config), store.store_folder(config)) is not None
+
+
+@pytest.mark.own_store
+def test_converted_models_follow_the_cache_folder_the_caller_names(tmp_path, monkeypatch):
+    default = tmp_path / "default"
+    monkeypatch.setenv("TRANSFEREMBED_CACHE_DIR", str(default))
+    named = tmp_path / "named"
+    images = np.random.default_rng(0).integers(0, 256, (3, SIDE, SIDE, 3), dtype=np.uint8)
+    result = embed(images, "MobileNet", weights=None, alpha=0.25, input_size=SIDE,
+                   runtime="tflite", cache=named)
+    assert result.config.runtime == "tflite"
+    assert list((named / "converted").glob("*.tflite"))
+    assert not default.exists() or not any(default.rglob("*"))
 
 
 @pytest.mark.own_store  # it leaves the backbone marked as not converting

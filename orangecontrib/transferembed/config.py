@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from .errors import SettingsError
 from .models.registry import Backbone, get_backbone
@@ -22,6 +23,8 @@ DEFAULT_MEMORY_LIMIT = 1 << 30
 MIN_MEMORY_LIMIT = 64 << 20
 #: Bumped whenever the same settings would give other vectors.
 KEY_VERSION = "v2"
+#: The environment variable that moves the default cache folder.
+CACHE_DIR_ENV = "TRANSFEREMBED_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -87,13 +90,30 @@ class EmbedConfig:
         """The number of features, where the registry knows it (the default layer)."""
         return self.backbone.features(self.alpha) if self.default_layer else None
 
+    @property
+    def cache_folder(self) -> Path:
+        """Where this job keeps its caches (embeddings and converted models): the
+        folder it names, else the user's default, also when the embedding cache is off."""
+        return Path(self.cache) if isinstance(self.cache, str) else default_cache_dir()
+
+    def on_keras(self) -> EmbedConfig:
+        """This job on the reference runtime: Keras, in fp32."""
+        return self.with_(runtime="keras", precision="fp32")
+
+    def _model_fields(self) -> list[str]:
+        return [self.model, f"alpha={self.alpha:g}",
+                weights_identity(self.backbone, self.weights, self.alpha),
+                f"size={self.input_size}", f"layer={self.layer}", f"pooling={self.pooling}"]
+
     def model_key(self) -> str:
         """What decides a model's output: backbone, weights, size, layer, runtime."""
-        return "|".join([
-            KEY_VERSION, self.model, f"alpha={self.alpha:g}",
-            weights_identity(self.backbone, self.weights, self.alpha),
-            f"size={self.input_size}", f"layer={self.layer}", f"pooling={self.pooling}",
-            f"runtime={self.runtime}", f"precision={self.precision}"])
+        return "|".join([KEY_VERSION, *self._model_fields(), f"runtime={self.runtime}",
+                         f"precision={self.precision}"])
+
+    def converted_key(self, converter: str) -> str:
+        """The key of this job's converted model file, made by ``converter``."""
+        return "|".join([KEY_VERSION, "converted-v1", *self._model_fields(),
+                         f"precision={self.precision}", converter])
 
     def embedding_key(self, calibration: str = "") -> str:
         """What the cache key needs besides the image: the model and the preprocessing."""
@@ -101,6 +121,15 @@ class EmbedConfig:
 
     def with_(self, **changes) -> EmbedConfig:
         return replace(self, **changes)
+
+
+def default_cache_dir() -> Path:
+    """``$TRANSFEREMBED_CACHE_DIR``, else the platform's user cache folder."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("transferembed", appauthor=False))
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:

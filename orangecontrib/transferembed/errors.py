@@ -1,4 +1,8 @@
-"""Exceptions that carry a message meant for the user."""
+"""Exceptions that carry a message meant for the user, and the one cancel check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
 
 
 class TransferEmbedError(Exception):
@@ -35,6 +39,12 @@ class WeightsUnavailableError(TransferEmbedError):
 
 class EmbeddingCancelled(Exception):
     """Raised by the engine when its ``is_cancelled`` callback says so."""
+
+
+def check_cancelled(is_cancelled: Callable[[], bool] | None) -> None:
+    """Raise :class:`EmbeddingCancelled` once ``is_cancelled()`` says so."""
+    if is_cancelled is not None and is_cancelled():
+        raise EmbeddingCancelled()
 
 
 class ImageError(Exception):

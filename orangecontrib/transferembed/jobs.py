@@ -17,9 +17,7 @@ def run_job(source: Source, config: EmbedConfig, hooks: Hooks | None = None, *,
     scheduler address) or ``shards`` (a folder of part files) is given."""
     hooks = hooks or Hooks()
     if client is None and shards is None:
-        return engine.run(source, config, hooks.progress, hooks.is_cancelled,
-                          download_progress=hooks.download, status=hooks.status,
-                          notice=hooks.notice)
+        return engine.run(source, config, hooks)
     from .cluster.distributed import run_distributed  # needs the [dask] extra
 
     return run_distributed(source, config, client,

@@ -29,7 +29,7 @@ from ..pipeline.cache import EmbeddingCache, open_cache
 from ..pipeline.engine import ArraySink, Hooks, Pipeline
 from ..pipeline.results import EmbeddingResult, Skipped
 from ..pipeline.sources import FileSource, Source
-from ..runtimes import choice as runtimes
+from ..runtimes import choice
 from . import shards
 from .connect import ClusterError, cluster_client, connected
 from .shards import PartResult
@@ -329,9 +329,9 @@ def run_distributed(source: Source, config: EmbedConfig, client=None, *,
     """
     hooks = hooks or Hooks()
     with cluster_client(shards=shard_dir) if client is None else connected(client) as client:
-        config, note = runtimes.resolve(config)
+        config, note = choice.resolve(config)
         hooks.tell(note)
-        config = runtimes.prepare(config, hooks)  # converted once, here, not per worker
+        config = choice.prepare(config, hooks)  # converted once, here, not per worker
         threads = sum(client.nthreads().values()) or 1
         size = part_size(len(source), config.batch_size, threads)
         found: dict[int, dict[Layout, PartResult]] = {}

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import default_cache_dir
 from ..errors import SettingsError
 
 log = logging.getLogger(__name__)
 
 Notice = Callable[[str], None]
-CACHE_DIR_ENV = "TRANSFEREMBED_CACHE_DIR"
 CACHE_SIZE_ENV = "TRANSFEREMBED_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 2048
 DB_NAME = "embeddings-v2.sqlite3"
@@ -46,15 +46,6 @@ _SCHEMA = (
     "width INTEGER NOT NULL, checksum BLOB NOT NULL, used REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS embeddings_used ON embeddings(used)",
 )
-
-
-def default_cache_dir() -> Path:
-    """``$TRANSFEREMBED_CACHE_DIR``, else the platform's user cache folder."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("transferembed", appauthor=False))
 
 
 def checksum(blob: bytes) -> bytes:
@@ -171,10 +162,6 @@ class EmbeddingCache:
             path = Path(str(self.path) + suffix)
             if path.exists():
                 os.replace(path, f"{path}.damaged")
-
-    @property
-    def enabled(self) -> bool:
-        return self._conn is not None
 
     def _disable(self, exc: Exception) -> None:
         self._report(f"the embedding cache {self.path} was turned off for this run: {exc}")

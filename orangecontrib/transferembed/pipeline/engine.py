@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import EmbedConfig
-from ..errors import EmbeddingCancelled
+from ..errors import check_cancelled
 from ..models.weights import ByteProgress, resolve_weights
-from ..runtimes import choice as runtimes
+from ..runtimes import choice
+from ..runtimes.base import ConversionFailed, Runtime, converter_identity
 from .batches import Batch, Part
 from .cache import EmbeddingCache, open_cache
 from .prefetch import Prefetcher, Prepared, Reader, default_decode_threads
@@ -47,8 +48,7 @@ class Hooks:
     notices: list[str] = field(default_factory=list)
 
     def check_cancelled(self) -> None:
-        if self.is_cancelled is not None and self.is_cancelled():
-            raise EmbeddingCancelled()
+        check_cancelled(self.is_cancelled)
 
     def report(self, done: int, total: int) -> None:
         if self.progress is not None:
@@ -68,14 +68,14 @@ class Inference:
 
     def __init__(self, config: EmbedConfig, hooks: Hooks):
         self.config, self.hooks = config, hooks
-        self.runtime: runtimes.Runtime | None = None
+        self.runtime: Runtime | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if self.runtime is None:
             config = self.config
             weights = resolve_weights(config.backbone, config.weights, config.alpha,
                                       self.hooks.download)
-            self.runtime = runtimes.load(config, weights, self.hooks.status,
+            self.runtime = choice.load(config, weights, self.hooks.status,
                                          self.hooks.is_cancelled)
         return self.runtime(batch)
 
@@ -159,7 +159,7 @@ class Pipeline:
         backbone = config.backbone
         self.batch = Batch(config.batch_size, backbone.input_size, config.native, part.layout)
         self.infer = Inference(config, hooks)
-        key = config.embedding_key(runtimes.converter_identity(config))
+        key = config.embedding_key(converter_identity(config))
         self.prefetcher = Prefetcher(
             Reader(source, config, cache, key), len(source),
             window=WINDOW_BATCHES * config.batch_size, budget=config.memory_limit,
@@ -209,23 +209,21 @@ class Pipeline:
         hooks.report(total, total)
 
 
-def run(source: Source, config: EmbedConfig, progress: Progress | None = None,
-        is_cancelled: IsCancelled | None = None, *,
-        download_progress: ByteProgress | None = None, status: Notice | None = None,
-        notice: Notice | None = None) -> EmbeddingResult:
+def run(source: Source, config: EmbedConfig, hooks: Hooks | None = None) -> EmbeddingResult:
     """Embed every item of ``source`` here; skip (with reasons) those that cannot be read.
 
-    ``status`` hears of stages that take a while (converting a model),
-    ``notice`` of what the user should know (the result keeps those too).
+    ``hooks.status`` hears of stages that take a while (converting a model),
+    ``hooks.notice`` of what the user should know (the result keeps those too).
     """
-    hooks = Hooks(progress, is_cancelled, download_progress, status, notice)
-    config, note = runtimes.resolve(config)
+    hooks = hooks or Hooks()
+    config, note = choice.resolve(config)
     hooks.tell(note)
     try:
         return _run_local(source, config, hooks)
-    except runtimes.ConversionFailed as exc:
-        hooks.tell(runtimes.fallback_notice(config, str(exc)))
-        return _run_local(source, config.with_(runtime="keras", precision="fp32"), hooks)
+    except ConversionFailed as exc:
+        config, note = choice.fall_back(config, str(exc))
+        hooks.tell(note)
+        return _run_local(source, config, hooks)
 
 
 def _run_local(source: Source, config: EmbedConfig, hooks: Hooks) -> EmbeddingResult:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EmbeddingCancelled, ImageError, SourceError
+from ..errors import ImageError, SourceError, check_cancelled
 from . import images
 
 IMAGE_EXTENSIONS = frozenset(
@@ -47,7 +47,7 @@ class Source:
         raise NotImplementedError
 
     def decode(self, raw, size: tuple[int, int] | None, policy: str, min_size: int) -> np.ndarray:
-        """Raw content to a float32 ``(H, W, 3)`` array."""
+        """Raw content to a uint8 ``(H, W, 3)`` array, resized as asked."""
         raise NotImplementedError
 
     def content_hash(self, raw) -> str:
@@ -360,12 +360,6 @@ def folder_source(root: str | os.PathLike, is_cancelled: IsCancelled | None = No
     labels = np.array([label for label, _ in found], dtype=str)
     has_classes = any(labels)
     return FileSource([p for _, p in found], labels if has_classes else None)
-
-
-def check_cancelled(is_cancelled: IsCancelled | None) -> None:
-    """Raise :class:`EmbeddingCancelled` once ``is_cancelled()`` says so."""
-    if is_cancelled is not None and is_cancelled():
-        raise EmbeddingCancelled()
 
 
 #: Input kinds, as the command line and the widgets name them.

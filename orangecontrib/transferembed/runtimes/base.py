@@ -18,8 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..config import KEY_VERSION, EmbedConfig
-from ..models.weights import weights_identity
+from ..config import EmbedConfig
 from . import calibration
 
 Status = Callable[[str], None]
@@ -103,11 +102,6 @@ def converter_identity(config: EmbedConfig) -> str:
 
 def converted_key(config: EmbedConfig) -> str:
     """The key of a converted model file (shared by TFLite and OpenVINO)."""
-    return "|".join([
-        KEY_VERSION, "converted-v1", config.model, f"alpha={config.alpha:g}",
-        weights_identity(config.backbone, config.weights, config.alpha),
-        f"size={config.input_size}", f"layer={config.layer}", f"pooling={config.pooling}",
-        f"precision={config.precision}",
-        converter_identity(config.with_(runtime="tflite"))])
+    return config.converted_key(converter_identity(config.with_(runtime="tflite")))
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from functools import partial
 
 from ..config import EmbedConfig
-from ..errors import EmbeddingCancelled, SettingsError
+from ..errors import SettingsError, check_cancelled
 from .base import (
     OPENVINO_HINT,
     ConversionFailed,
@@ -53,7 +53,7 @@ def resolve(config: EmbedConfig) -> tuple[EmbedConfig, str | None]:
         if runtime != "auto" or precision != "fp32":
             notice = (f"a converted model has one input size; at each image's own size "
                       f"the embedding runs on keras in fp32, not {runtime} {precision}")
-        return config.with_(runtime="keras", precision="fp32"), notice
+        return config.on_keras(), notice
     if runtime == "auto":  # int8 too: OpenVINO's int8 is faster here but less faithful
         runtime = "keras" if gpu_available() and precision == "fp32" else "tflite"
     resolved = config.with_(runtime=runtime)
@@ -61,15 +61,18 @@ def resolve(config: EmbedConfig) -> tuple[EmbedConfig, str | None]:
         return resolved, None
     from . import store
 
-    reason = store.failure(converted_key(resolved))
+    reason = store.failure(converted_key(resolved), store.store_folder(resolved))
     if reason is None:
         return resolved, None
-    return config.with_(runtime="keras", precision="fp32"), fallback_notice(resolved, reason)
+    return fall_back(resolved, reason)
 
 
-def fallback_notice(config: EmbedConfig, reason: str) -> str:
-    return (f"{config.model} does not convert to {config.runtime} {config.precision} "
-            f"({reason.splitlines()[0][:200]}); it runs on keras in fp32")
+def fall_back(config: EmbedConfig, reason: str) -> tuple[EmbedConfig, str]:
+    """``config`` on Keras in fp32, where its runtime cannot run the model, and the
+    notice that says so."""
+    notice = (f"{config.model} does not convert to {config.runtime} {config.precision} "
+              f"({reason.splitlines()[0][:200]}); it runs on keras in fp32")
+    return config.on_keras(), notice
 
 
 def cancellable(build: Callable[[], Runtime], is_cancelled: Callable[[], bool] | None,
@@ -94,8 +97,8 @@ def cancellable(build: Callable[[], Runtime], is_cancelled: Callable[[], bool] |
     thread.start()
     while thread.is_alive():
         thread.join(poll_s)
-        if thread.is_alive() and is_cancelled():
-            raise EmbeddingCancelled()
+        if thread.is_alive():
+            check_cancelled(is_cancelled)
     if "error" in done:
         raise done["error"]
     return done["value"]
@@ -112,8 +115,7 @@ def load(config: EmbedConfig, weights_path: str | None, status: Status | None = 
         building = _building.setdefault(key, threading.Lock())
     # A second caller waits for the first one's model instead of building its own.
     while not building.acquire(timeout=0.1):
-        if is_cancelled is not None and is_cancelled():
-            raise EmbeddingCancelled()
+        check_cancelled(is_cancelled)
     try:
         with _lock:
             if key in _runtimes:
@@ -155,12 +157,12 @@ def prepare(config: EmbedConfig, hooks) -> EmbedConfig:
     from . import store
     from .converted import model_file
 
-    if store.load(converted_key(config)) is not None:
+    if store.load(converted_key(config), store.store_folder(config)) is not None:
         return config
     weights = resolve_weights(config.backbone, config.weights, config.alpha, hooks.download)
     try:
         model_file(config, weights, hooks.status)
     except ConversionFailed as exc:
-        hooks.tell(fallback_notice(config, str(exc)))
-        return config.with_(runtime="keras", precision="fp32")
+        config, notice = fall_back(config, str(exc))
+        hooks.tell(notice)
     return config

@@ -25,13 +25,13 @@ def model_file(config: EmbedConfig, weights_path: str | None,
                status: Status | None) -> Path | bytes:
     """The converted model: its stored file, or converted now (and stored; its bytes
     where it cannot be stored)."""
-    key = converted_key(config)
-    found = store.load(key)
+    key, folder = converted_key(config), store.store_folder(config)
+    found = store.load(key, folder)
     if found is not None:
         return found
     if status is not None:
         status(f"Converting {config.model} to TFLite {config.precision} (once; kept in "
-               f"{store.store_folder()})")
+               f"{folder})")
     if config.runtime == "tflite":  # its interpreter needs TensorFlow here: load it meanwhile
         threading.Thread(target=import_tensorflow, name="transferembed-import",
                          daemon=True).start()
@@ -41,11 +41,11 @@ def model_file(config: EmbedConfig, weights_path: str | None,
     except ConversionFailed as exc:
         log.warning("converting %s failed: %s", config.model, exc)
         if exc.lasting:
-            store.mark_failed(key, str(exc))
+            store.mark_failed(key, str(exc), folder)
         raise
     log.info("converted %s (%s) in %.1f s", config.model, config.precision,
              time.perf_counter() - started)
-    saved = store.save(key, data)
+    saved = store.save(key, data, folder)
     return data if saved is None else saved
 
 

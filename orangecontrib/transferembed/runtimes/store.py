@@ -1,4 +1,4 @@
-"""Converted models on disk, in the user cache folder, keyed like the embedding cache.
+"""Converted models on disk, in the job's cache folder, keyed like the embedding cache.
 
 A model is ``<digest>.tflite`` with ``<digest>.json`` beside it, holding its
 key, size and sha256: a file that does not match is damaged and is converted
@@ -17,15 +17,16 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..config import EmbedConfig
 from ..models.weights import writable_by_others
-from ..pipeline.cache import default_cache_dir
 
 log = logging.getLogger(__name__)
 FOLDER = "converted"
 
 
-def store_folder() -> Path:
-    return default_cache_dir() / FOLDER
+def store_folder(config: EmbedConfig) -> Path:
+    """The folder of ``config``'s converted models: ``converted/`` in its cache folder."""
+    return config.cache_folder / FOLDER
 
 
 def _digest(key: str) -> str:
@@ -53,9 +54,8 @@ def _write(path: Path, data: bytes) -> None:
         raise
 
 
-def load(key: str, folder: Path | None = None) -> Path | None:
+def load(key: str, folder: Path) -> Path | None:
     """The stored model for ``key``, or None (missing, damaged or not ours)."""
-    folder = folder or store_folder()
     stem = folder / _digest(key)
     model, meta = stem.with_suffix(".tflite"), stem.with_suffix(".json")
     if not _usable(folder) or not meta.is_file() or not model.is_file():
@@ -71,9 +71,8 @@ def load(key: str, folder: Path | None = None) -> Path | None:
     return model
 
 
-def save(key: str, data: bytes, folder: Path | None = None) -> Path | None:
+def save(key: str, data: bytes, folder: Path) -> Path | None:
     """Store a converted model; its path, or None where the folder cannot be used."""
-    folder = folder or store_folder()
     if not _usable(folder):
         return None
     stem = folder / _digest(key)
@@ -87,17 +86,16 @@ def save(key: str, data: bytes, folder: Path | None = None) -> Path | None:
     return stem.with_suffix(".tflite")
 
 
-def failure(key: str, folder: Path | None = None) -> str | None:
+def failure(key: str, folder: Path) -> str | None:
     """Why the model of ``key`` did not convert before, or None."""
-    path = (folder or store_folder()) / (_digest(key) + ".failed")
+    path = folder / (_digest(key) + ".failed")
     try:
         return path.read_text(encoding="utf-8") or "it did not convert"
     except OSError:
         return None
 
 
-def mark_failed(key: str, reason: str, folder: Path | None = None) -> None:
-    folder = folder or store_folder()
+def mark_failed(key: str, reason: str, folder: Path) -> None:
     if _usable(folder):
         try:
             _write(folder / (_digest(key) + ".failed"), reason.encode())

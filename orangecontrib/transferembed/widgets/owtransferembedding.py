@@ -21,7 +21,7 @@ from Orange.widgets.utils.concurrent import ConcurrentWidgetMixin, TaskState
 from Orange.widgets.utils.widgetpreview import WidgetPreview
 from Orange.widgets.widget import Input, Msg, Output, OWWidget
 
-from orangecontrib.transferembed.config import DEFAULT_LAYER, NATIVE, EmbedConfig
+from orangecontrib.transferembed.config import DEFAULT_LAYER, NATIVE, POOLINGS, EmbedConfig
 from orangecontrib.transferembed.errors import (
     EmbeddingCancelled,
     SourceError,
@@ -47,7 +47,6 @@ from orangecontrib.transferembed.widgets.table import embeddings_table, skipped_
 log = logging.getLogger(__name__)
 WEIGHTS = ("imagenet", "none", "file")
 INPUT_SIZES = ("default", "native")
-POOLINGS = ("avg", "max")
 #: Skip reasons quoted in the warning.
 SHOWN_REASONS = 3
 

@@ -48,15 +48,6 @@ def image_columns(domain: Domain) -> list[Variable]:
     return sorted(candidates, key=lambda var: not is_image_column(var))
 
 
-class TableFileSource(FileSource):
-    """Image paths from a table's column; rows without a path are skipped."""
-
-    def __init__(self, paths: list[str], base: str | None = None,
-                 column: Variable | None = None):
-        super().__init__(paths, None, base)
-        self.column = column
-
-
 def column_paths(data: Table, column: Variable) -> list[str]:
     """The paths in ``column`` of ``data`` as text; missing values as ``""``."""
     values = data.get_column(column)
@@ -64,6 +55,15 @@ def column_paths(data: Table, column: Variable) -> list[str]:
         return ["" if np.isnan(v) else column.values[int(v)] for v in values]
     return ["" if v is None or isinstance(v, float) and np.isnan(v) else str(v).strip()
             for v in values]
+
+
+class TableFileSource(FileSource):
+    """Image paths from a table's ``column``; rows without a path are skipped. The
+    output table moves that column to the metas (:func:`embeddings_table`)."""
+
+    def __init__(self, paths: list[str], base: str | None, column: Variable):
+        super().__init__(paths, None, base)
+        self.column = column
 
 
 def table_source(data: Table, column: Variable) -> TableFileSource:
@@ -151,7 +151,7 @@ def embeddings_table(result: EmbeddingResult, data: Table | None = None) -> Tabl
         return _SourceTable(result.source).table(result.indices, features, result.embeddings,
                                                  name="Embeddings")
     attributes, metas = list(data.domain.attributes), list(data.domain.metas)
-    column = getattr(result.source, "column", None)
+    column = result.source.column if isinstance(result.source, TableFileSource) else None
     if column in attributes:  # a path is no feature to learn from: it becomes a meta
         attributes.remove(column)
         metas.append(column)

@@ -78,3 +78,13 @@ def test_api_page_shows_embed_signature():
         shown = name if param.default is inspect.Parameter.empty \
             else f"{name}={param.default!r}"
         assert shown in text, f"doc/api.md does not show {shown}"
+
+
+def test_the_layout_page_names_every_module():
+    """``doc/layout.md`` draws the whole tree: a new module is placed on it too."""
+    layout = (DOC / "layout.md").read_text(encoding="utf-8")
+    package = ROOT / "orangecontrib" / "transferembed"
+    missing = [path.relative_to(package).as_posix() for path in package.rglob("*.py")
+               if path.name not in ("__init__.py", "__main__.py")
+               and path.parent.name != "tutorials" and path.name not in layout]
+    assert not missing, missing

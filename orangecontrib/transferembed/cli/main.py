@@ -16,10 +16,10 @@ import os
 import signal
 import sys
 import threading
+from importlib import metadata
 
 import numpy as np
 
-from .. import __version__
 from ..config import (
     DEFAULT_LAYER,
 )
@@ -62,6 +62,14 @@ class Terminated(BaseException):
 
 
 
+def installed_version() -> str:
+    """The version of the installed distribution (the command exists only installed)."""
+    try:
+        return metadata.version("Orange3-TransferEmbed")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser: the original flags (same short and long names), then ours."""
     parser = argparse.ArgumentParser(
@@ -90,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--list-layers", metavar="MODEL",
                       help="list the layers of MODEL (with --alpha) that give features, "
                            "and exit")
-    more.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    more.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     cluster = parser.add_argument_group("cluster (pip install 'Orange3-TransferEmbed[dask]')")
     cluster.add_argument("--scheduler", metavar="ADDRESS",
                          help="run on an existing Dask cluster, e.g. tcp://host:8786")

@@ -314,6 +314,8 @@ def check_regular_file(path: str | os.PathLike, what: str) -> None:
 def _input_error(path, what: str, reason: str) -> SourceError:
     if not os.path.lexists(path):
         return SourceError(f"{what} {path} does not exist")
+    if reason.startswith("cannot read file: "):
+        return SourceError(f"cannot read {what} {path}: {reason.split(': ', 1)[1]}")
     if reason.startswith("is "):
         return SourceError(f"{what} {path} {reason.replace('an image file', 'a file')}")
     return SourceError(f"{what} {path}: {reason.replace(' for one image', '')}")

@@ -287,7 +287,7 @@ def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask, mode):
 
 
 def test_a_read_error_is_not_called_a_write_error(tmp_path, capsys, monkeypatch):
-    from orangecontrib.transferembed.cli.main import main as cli
+    from orangecontrib.transferembed.cli import main as cli
 
     table = tmp_path / "labels.csv"
     table.write_text("a,x.png\n")

@@ -243,7 +243,7 @@ class Special:
         odd = os.path.join(os.fsencode(root), b"cl\xe9")
         os.mkdir(odd)
         self.photos(Path(os.fsdecode(odd)) / "x", 1)
-        os.rename(next(Path(os.fsdecode(odd)).glob("*/*.jpg")),
+        os.rename(next(Path(os.fsdecode(odd)).rglob("*.jpg")),
                   os.fsdecode(os.path.join(odd, b"ok\xff.jpg")))
         with open(os.path.join(odd, b"bad\xfe.png"), "wb") as file:
             file.write(b"not an image")

@@ -1,11 +1,14 @@
-"""The fault run (issue 12): hostile inputs and faults against the installed command.
+"""The fault run (issues 12 and 20): hostile inputs and faults against the installed command.
 
-    python bench/faults.py [--data ../shared/data] [--keep]
+    python bench/faults.py [--data ../shared/data] [--keep] [--only NAME ...]
 
 Each check runs ``transferembed`` in fresh processes, as a user would, and ends in
 PASS or FAIL. The real MobileNet 0.25 weights (in ``--data``) are needed for the
 truncated-weights check; a full disk is a 256 KiB tmpfs where this runs as root
-(else a file-size limit stands in for it).
+(else a file-size limit stands in for it). The checks of issue 20 run each
+command under a watch that kills it past a time or memory bound (a FIFO that
+blocks, ``/dev/zero`` read without end), and count what was embedded and
+skipped against what the inputs hold.
 """
 
 from __future__ import annotations
@@ -252,19 +255,28 @@ class Faults:
               peak <= 3072, f"{peak:.0f} MiB in {wall:.0f} s")
 
 
+CHECKS = ("csv_memory", "cache_blobs", "cache_files", "planted_weights", "truncated_weights",
+          "foreign_shards", "dir_is_a_file", "full_disk", "sigterm", "cancel_large_folder",
+          "native_12mp")
+
+
 def main() -> int:
+    from faults_special import CHECKS as SPECIAL_CHECKS
+    from faults_special import Special
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("TRANSFEREMBED_TEST_DATA"))
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help=f"run only these checks: {', '.join(CHECKS + SPECIAL_CHECKS)}")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="transferembed-faults-"))
     faults = Faults(Path(args.data) if args.data else None, tmp)
+    special = Special(faults, check, photos)
     started = time.perf_counter()
     try:
-        for name in ("csv_memory", "cache_blobs", "cache_files", "planted_weights",
-                     "truncated_weights", "foreign_shards", "dir_is_a_file", "full_disk",
-                     "sigterm", "cancel_large_folder", "native_12mp"):
-            getattr(faults, name)()
+        for name in args.only or CHECKS + SPECIAL_CHECKS:
+            getattr(special if name in SPECIAL_CHECKS else faults, name)()
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

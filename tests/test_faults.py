@@ -24,6 +24,7 @@ from orangecontrib.transferembed.errors import (
     WeightsUnavailableError,
 )
 from orangecontrib.transferembed.models.weights import resolve_weights
+from orangecontrib.transferembed.pipeline import sources
 from orangecontrib.transferembed.pipeline.cache import DB_NAME
 from orangecontrib.transferembed.pipeline.sources import ArraySource, folder_source
 from orangecontrib.transferembed.writers import OutputError, write_atomically
@@ -291,10 +292,10 @@ def test_a_read_error_is_not_called_a_write_error(tmp_path, capsys, monkeypatch)
     table = tmp_path / "labels.csv"
     table.write_text("a,x.png\n")
 
-    def unreadable(self):
-        raise PermissionError(13, "Permission denied", str(self))
+    def unreadable(*args):
+        raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "read_bytes", unreadable)
+    monkeypatch.setattr(sources, "_check_regular", unreadable)  # as root, chmod cannot do it
     with pytest.raises(SystemExit):
         main(["-csv", str(table), "-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err

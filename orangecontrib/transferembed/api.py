@@ -10,7 +10,7 @@ from .models.weights import ByteProgress
 from .pipeline.engine import Hooks, IsCancelled, Notice, Progress
 from .pipeline.images import DEFAULT_RESIZE
 from .pipeline.results import EmbeddingResult
-from .pipeline.sources import as_source
+from .pipeline.sources import DEFAULT_MAX_IMAGE_BYTES, as_source
 
 
 def embed(source, model: str = "MobileNet", *, labels=None,
@@ -19,7 +19,8 @@ def embed(source, model: str = "MobileNet", *, labels=None,
           input_size: int | str | None = None, resize: str = DEFAULT_RESIZE,
           layer: str = DEFAULT_LAYER, pooling: str = "avg", runtime: str = "auto",
           precision: str = "fp32", batch_size: int = 32,
-          memory_limit: int = DEFAULT_MEMORY_LIMIT, cache: bool | str | os.PathLike = True,
+          memory_limit: int = DEFAULT_MEMORY_LIMIT,
+          max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, cache: bool | str | os.PathLike = True,
           progress: Progress | None = None, is_cancelled: IsCancelled | None = None,
           download_progress: ByteProgress | None = None, status: Notice | None = None,
           notice: Notice | None = None, client=None,
@@ -41,7 +42,8 @@ def embed(source, model: str = "MobileNet", *, labels=None,
     spatial layer is pooled by ``pooling`` (``"avg"`` or ``"max"``).
     ``runtime`` is ``"auto"``, ``"keras"``, ``"tflite"`` or ``"openvino"``;
     ``precision`` ``"fp32"`` (exact) or ``"int8"`` (faster, approximate).
-    ``memory_limit`` bounds the bytes of decoded pixels in flight.
+    ``memory_limit`` bounds the bytes of decoded pixels in flight, and an image
+    file of more than ``max_image_bytes`` is skipped unread.
 
     ``progress(done, total)`` is called as batches finish, and the run stops
     with :class:`~.errors.EmbeddingCancelled` once ``is_cancelled()`` is true.
@@ -56,7 +58,7 @@ def embed(source, model: str = "MobileNet", *, labels=None,
     config = EmbedConfig(model=model, weights=weights, alpha=alpha, input_size=input_size,
                          resize=resize, layer=layer, pooling=pooling, runtime=runtime,
                          precision=precision, batch_size=batch_size,
-                         memory_limit=memory_limit,
+                         memory_limit=memory_limit, max_image_bytes=max_image_bytes,
                          cache=cache if cache is not None else False)
     hooks = Hooks(progress, is_cancelled, download_progress, status, notice)
     return run_job(as_source(source, labels, shape, is_cancelled), config, hooks,

@@ -10,6 +10,7 @@ from .errors import SettingsError
 from .models.registry import Backbone, get_backbone
 from .models.weights import normalize_weights, weights_identity
 from .pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
+from .pipeline.sources import DEFAULT_MAX_IMAGE_BYTES
 
 #: ``input_size`` value that embeds each image at its own size (pooled backbones).
 NATIVE = "native"
@@ -50,6 +51,7 @@ class EmbedConfig:
     precision: str = "fp32"
     memory_limit: int = DEFAULT_MEMORY_LIMIT  #: bytes of pixels in flight
     decode_threads: int = 0  #: 0: chosen from the CPU count
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES  #: a larger image file is skipped
 
     def __post_init__(self):
         backbone = get_backbone(self.model)
@@ -66,6 +68,7 @@ class EmbedConfig:
         self._set("memory_limit", _at_least(self.memory_limit, MIN_MEMORY_LIMIT,
                                             "memory limit (bytes)"))
         self._set("decode_threads", _at_least(self.decode_threads, 0, "decode threads"))
+        self._set("max_image_bytes", _at_least(self.max_image_bytes, 1, "image size limit (bytes)"))
         self._set("input_size", _input_size(backbone, self.input_size))
         if self.cache is not True and self.cache is not False:
             self._set("cache", os.fspath(self.cache))
@@ -168,7 +171,7 @@ def _input_size(backbone: Backbone, requested) -> int | str:
     return size
 
 
-def parse_memory(text: str) -> int:
+def parse_memory(text: str, what: str = "memory limit") -> int:
     """``2G``, ``512M``, ``1.5GiB`` or a number of bytes, as bytes."""
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     value = str(text).strip().upper().removesuffix("IB").removesuffix("B")
@@ -176,6 +179,6 @@ def parse_memory(text: str) -> int:
     try:
         number = float(value[:-1] if unit else value)
     except ValueError:
-        raise SettingsError(f"memory limit must be a size such as 2G or 512M, "
+        raise SettingsError(f"{what} must be a size such as 2G or 512M, "
                             f"got {text!r}") from None
     return int(number * units[unit])

@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import TransferEmbedError
 from .pipeline.results import EmbeddingResult, Skipped
+from .pipeline.sources import printable
 
 #: Rows of a CSV formatted at once: bounds the memory of formatting.
 CSV_BLOCK_ROWS = 256
@@ -114,7 +115,8 @@ def label_column(labels: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def label_texts(labels: np.ndarray | None, n: int | None = None) -> list[str]:
-    """Labels as the strings a user wrote: ``2``, never ``2.0``; missing as ``""``."""
+    """Labels as the strings a user wrote: ``2``, never ``2.0``, ``007`` kept;
+    missing as ``""``; bytes of a folder name that is not UTF-8 as ``\\xff``."""
     n = len(labels) if n is None else n
     column = label_column(labels, n)[:, 0]
     if column.dtype.kind == "S":
@@ -122,7 +124,7 @@ def label_texts(labels: np.ndarray | None, n: int | None = None) -> list[str]:
     if column.dtype.kind == "f":
         return ["" if not np.isfinite(v) else str(int(v)) if v.is_integer() else repr(v)
                 for v in column.tolist()]
-    return [str(v).strip() for v in column.tolist()]
+    return [printable(str(v).strip()) for v in column.tolist()]
 
 
 def npy_paths(folder: Path, name: str) -> tuple[Path, Path]:

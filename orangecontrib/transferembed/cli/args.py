@@ -18,7 +18,7 @@ from ..config import (
 )
 from ..errors import SettingsError, SourceError
 from ..pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
-from ..pipeline.sources import open_source
+from ..pipeline.sources import DEFAULT_MAX_IMAGE_BYTES, open_source
 
 PROG = "transferembed"
 EXIT_USAGE = 2
@@ -77,6 +77,9 @@ def add_run_arguments(group) -> None:
     group.add_argument("--memory-limit", default=f"{DEFAULT_MEMORY_LIMIT >> 20}M",
                        metavar="SIZE", help="decoded pixels kept in flight, e.g. 512M or 2G "
                                             f"(default: {DEFAULT_MEMORY_LIMIT >> 20}M)")
+    group.add_argument("--max-image-bytes", default=f"{DEFAULT_MAX_IMAGE_BYTES >> 20}M",
+                       metavar="SIZE", help="skip image files larger than this, e.g. 64M "
+                                            f"(default: {DEFAULT_MAX_IMAGE_BYTES >> 20}M)")
     group.add_argument("--no-cache", action="store_true",
                        help="do not read or write the embedding cache "
                             "($TRANSFEREMBED_CACHE_DIR)")
@@ -140,4 +143,6 @@ def config_options(args) -> dict:
     return dict(weights=args.nn_weights, input_size=input_size(args.input_size),
                 resize=args.resize, batch_size=args.batch_size, pooling=args.pooling,
                 runtime=args.runtime, precision=args.precision,
-                memory_limit=parse_memory(args.memory_limit), cache=not args.no_cache)
+                memory_limit=parse_memory(args.memory_limit),
+                max_image_bytes=parse_memory(args.max_image_bytes, "--max-image-bytes"),
+                cache=not args.no_cache)

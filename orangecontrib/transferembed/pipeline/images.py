@@ -22,6 +22,9 @@ RESIZE_POLICIES = ("crop", "stretch")
 DEFAULT_RESIZE = "crop"
 _RESAMPLE = Image.Resampling.BILINEAR  # antialiased when downscaling
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+#: Pixels of one image at most when Pillow's own limit is switched off
+#: (``Image.MAX_IMAGE_PIXELS = None``, as some add-ons set it): Pillow's default.
+MAX_PIXELS = 89_478_485
 
 
 class _Bytes(io.BytesIO):
@@ -43,7 +46,8 @@ class _Bytes(io.BytesIO):
 
 
 def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Image:
-    """Decode encoded image bytes into a loaded PIL image.
+    """Decode encoded image bytes into a loaded PIL image: the first frame of
+    an animated or multi-page file.
 
     With ``target`` (width, height), JPEGs are decoded in draft mode straight
     to the smallest DCT scale that is still at least that large.
@@ -70,8 +74,8 @@ def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Imag
 
 
 def _check_pixel_count(img: Image.Image) -> None:
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and img.width * img.height > limit:
+    limit = Image.MAX_IMAGE_PIXELS or MAX_PIXELS
+    if img.width * img.height > limit:
         raise Image.DecompressionBombError(
             f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds the limit "
             f"of {limit} pixels")

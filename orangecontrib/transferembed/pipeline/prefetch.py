@@ -55,7 +55,7 @@ class Reader:
 
     def __call__(self, index: int) -> Prepared:
         try:
-            raw = self.source.read(index)
+            raw = self.source.read(index, self.config.max_image_bytes)
             key = None
             if self.cache is not None:
                 key = self.cache.key(self.embedding_key, self.source.content_hash(raw))

@@ -12,7 +12,8 @@ import csv
 import hashlib
 import io
 import os
-from collections.abc import Callable, Sequence
+import stat
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,13 @@ IMAGE_EXTENSIONS = frozenset(
 #: Items between two looks at ``is_cancelled`` while a source is built.
 CHECK_EVERY = 2000
 IsCancelled = Callable[[], bool]
+#: Bytes read of one image at most, by default: above any real photo.
+DEFAULT_MAX_IMAGE_BYTES = 256 << 20
+#: Bytes read of a CSV list at most.
+MAX_CSV_BYTES = 1 << 30
+_NOT_FILES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+              (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+              (stat.S_ISBLK, "a block device"))
 _HEADER_WORDS = frozenset({"label", "labels", "class", "category", "target", "y", "path",
                            "paths", "file", "filename", "file_name", "image", "images",
                            "image_path", "img", "location"})
@@ -42,8 +50,9 @@ class Source:
         """The item as a user knows it: a path, or the row number."""
         raise NotImplementedError
 
-    def read(self, index: int):
-        """The item's raw content (file bytes or a pixel array)."""
+    def read(self, index: int, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES):
+        """The item's raw content (file bytes or a pixel array); a file of more
+        than ``max_bytes`` is an :class:`ImageError`."""
         raise NotImplementedError
 
     def decode(self, raw, size: tuple[int, int] | None, policy: str, min_size: int) -> np.ndarray:
@@ -79,22 +88,14 @@ class FileSource(Source):
 
     def describe(self, index: int) -> str:
         if self.paths[index] or self.rows is None:
-            return self.paths[index] or f"row {index + 1}"
+            return printable(self.paths[index]) or f"row {index + 1}"
         return self.rows[index]
 
-    def read(self, index: int) -> bytes:
+    def read(self, index: int, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
         path = self.paths[index]
         if not path:
             raise ImageError("no image path in this row")
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise ImageError("file not found") from None
-        except IsADirectoryError:
-            raise ImageError("is a folder, not an image file") from None
-        except OSError as exc:
-            raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+        return read_file(path, max_bytes)
 
     def decode(self, raw, size, policy, min_size):
         return images.decode_file_bytes(raw, size, policy, min_size)
@@ -157,7 +158,7 @@ class ArraySource(Source):
     def describe(self, index: int) -> str:
         return f"row {index}"
 
-    def read(self, index: int) -> np.ndarray:
+    def read(self, index: int, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> np.ndarray:
         return np.asarray(self.data[index]).reshape(self.row_shape)
 
     def decode(self, raw, size, policy, min_size):
@@ -174,6 +175,77 @@ class ArraySource(Source):
         sub.data, sub.row_shape, sub.scale = self.data[idx], self.row_shape, self.scale
         sub.labels = None if self.labels is None else self.labels[idx]
         return sub
+
+
+def printable(text: str) -> str:
+    """A path or name as text that can be written anywhere: bytes of a name
+    that is not valid UTF-8 (held as surrogates) shown as ``\\xff``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def read_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
+    """The bytes of a regular file (a symbolic link's target), at most ``max_bytes``.
+
+    Anything else (a folder, FIFO, socket or device) and a larger file raise
+    :class:`ImageError` without being read. The file is opened non-blocking
+    and checked again on the open descriptor, so a FIFO put in its place
+    after the first check cannot block; a file that grows while read still
+    stops at the bound.
+    """
+    try:
+        _check_regular(os.stat(path), max_bytes)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        broken = os.path.lexists(path)
+        raise ImageError("a symbolic link whose target does not exist" if broken
+                         else "file not found") from None
+    except NotADirectoryError:
+        raise ImageError("file not found") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        _check_regular(info, max_bytes)
+        data = _read_at_most(fd, info.st_size, max_bytes)
+    except OSError as exc:
+        raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageError(f"file grew past the limit of {_size(max_bytes)} for one image "
+                         f"while it was read")
+    return data
+
+
+def _check_regular(info: os.stat_result, max_bytes: int) -> None:
+    kind = next((name for is_kind, name in _NOT_FILES if is_kind(info.st_mode)), None)
+    if kind is not None or not stat.S_ISREG(info.st_mode):
+        raise ImageError(f"is {kind or 'not a regular file'}, not an image file")
+    if info.st_size > max_bytes:
+        raise ImageError(f"file is {_size(info.st_size)} ({info.st_size} bytes), more than "
+                         f"the limit of {_size(max_bytes)} for one image")
+
+
+def _read_at_most(fd: int, expected: int, max_bytes: int) -> bytes:
+    """Up to ``max_bytes + 1`` bytes: one more than allowed shows a file that grew."""
+    parts, total = [], 0
+    want = min(expected, max_bytes) + 1
+    while total <= max_bytes:
+        chunk = os.read(fd, want)
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+        want = min(1 << 20, max_bytes + 1 - total)
+    return b"".join(parts)
+
+
+def _size(count: int) -> str:
+    return f"{count / (1 << 20):.0f} MB" if count >= 1 << 20 else f"{count} bytes"
 
 
 def _data_scale(data: np.ndarray, chunk_bytes: int = 64 << 20) -> float | None:
@@ -220,8 +292,39 @@ def _check_labels(labels, n: int) -> np.ndarray | None:
     return labels
 
 
+def read_input(path: Path, what: str, max_bytes: int) -> bytes:
+    """An input file's bytes, as :func:`read_file` reads them; a :class:`SourceError`
+    that names the file when it cannot be read."""
+    try:
+        return read_file(path, max_bytes)
+    except ImageError as exc:
+        raise _input_error(path, what, str(exc)) from None
+
+
+def check_regular_file(path: str | os.PathLike, what: str) -> None:
+    """A :class:`SourceError` unless ``path`` is a regular file (or a link to one)."""
+    try:
+        _check_regular(os.stat(path), max_bytes=1 << 62)
+    except OSError:
+        return  # reported by whoever opens it, in its own words
+    except ImageError as exc:
+        raise _input_error(path, what, str(exc)) from None
+
+
+def _input_error(path, what: str, reason: str) -> SourceError:
+    if not os.path.lexists(path):
+        return SourceError(f"{what} {path} does not exist")
+    if reason.startswith("cannot read file: "):
+        return SourceError(f"cannot read {what} {path}: {reason.split(': ', 1)[1]}")
+    if reason.startswith("is "):
+        return SourceError(f"{what} {path} {reason.replace('an image file', 'a file')}")
+    return SourceError(f"{what} {path}: {reason.replace(' for one image', '')}")
+
+
 def load_npy(path: str | os.PathLike, what: str = "data") -> np.ndarray:
-    """Load a npy file memory-mapped, refusing pickled objects."""
+    """Load a npy file memory-mapped, refusing pickled objects and anything
+    but a regular file (a FIFO or a device would block or never end)."""
+    check_regular_file(path, f"npy {what} file")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
@@ -273,16 +376,10 @@ def csv_source(path: str | os.PathLike, is_cancelled: IsCancelled | None = None)
     """
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise SourceError(f"CSV file {path} does not exist") from None
-    except IsADirectoryError:
-        raise SourceError(f"CSV file {path} is a folder") from None
+        text = read_input(path, "CSV file", MAX_CSV_BYTES).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SourceError(f"CSV file {path} is not UTF-8 text (byte {exc.object[exc.start]:#x} "
                           f"at position {exc.start}); save it as UTF-8") from None
-    except OSError as exc:
-        raise SourceError(f"cannot read CSV file {path}: {exc.strerror or exc}") from None
     rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1)
             if row and any(cell.strip() for cell in row)]
     if rows and _is_header(rows[0][1], path.parent):
@@ -338,28 +435,80 @@ def folder_source(root: str | os.PathLike, is_cancelled: IsCancelled | None = No
     """Images in a folder with one subfolder per class (nested folders too).
 
     The class is the first-level subfolder; images directly in ``root`` have
-    an empty label. Hidden files and folders are ignored.
+    an empty label. Hidden files and folders are ignored. Symbolic links are
+    followed, and items keep the path as listed; a folder met again (a link
+    loop, or a link to a folder already walked) is walked once. Every name
+    with an image extension is an item, so a FIFO or a folder named
+    ``x.jpg`` is skipped with its reason when read.
     """
     root = Path(root)
     if not root.is_dir():
         raise SourceError(f"image folder {root} does not exist or is not a folder")
-    found: list[tuple[str, str]] = []
-    for folder, dirs, files in os.walk(root):
-        check_cancelled(is_cancelled)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = Path(folder).relative_to(root)
-        label = rel.parts[0] if rel.parts else ""
-        for count, name in enumerate(sorted(files)):
-            if count % CHECK_EVERY == CHECK_EVERY - 1:
-                check_cancelled(is_cancelled)
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                found.append((label, os.path.join(folder, name)))
+    found = list(walk_images(root, is_cancelled))
     if not found:
         raise SourceError(f"image folder {root} holds no images "
                           f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
     labels = np.array([label for label, _ in found], dtype=str)
     has_classes = any(labels)
     return FileSource([p for _, p in found], labels if has_classes else None)
+
+
+def walk_images(root: Path, is_cancelled: IsCancelled | None = None
+                ) -> Iterator[tuple[str, str]]:
+    """``(label, path)`` of each image name under ``root``, depth first in name order.
+
+    Holds one folder's names at a time (never a list of every entry); a
+    folder is known by its device and inode, and ``root``'s own parents count
+    as walked, so a link to any of them is not followed.
+    """
+    seen = {_identity(parent) for parent in root.resolve().parents} - {None}
+    stack = [(os.fspath(root), "")]
+    while stack:
+        folder, label = stack.pop()
+        identity = _identity(folder)
+        if identity is None or identity in seen:
+            continue
+        seen.add(identity)
+        files, folders = _list_folder(folder, is_cancelled)
+        for name in files:
+            yield label, os.path.join(folder, name)
+        stack.extend((os.path.join(folder, name), label or name) for name in reversed(folders))
+
+
+def _identity(path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _list_folder(folder: str, is_cancelled: IsCancelled | None) -> tuple[list[str], list[str]]:
+    """The image names and the subfolders (links followed) of one folder, sorted;
+    hidden ones left out. A folder that cannot be listed holds nothing."""
+    files, folders = [], []
+    check_cancelled(is_cancelled)
+    try:
+        with os.scandir(folder) as entries:
+            for count, entry in enumerate(entries):
+                if count % CHECK_EVERY == CHECK_EVERY - 1:
+                    check_cancelled(is_cancelled)
+                if entry.name.startswith("."):
+                    continue
+                if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+                    files.append(entry.name)
+                if _is_folder(entry):
+                    folders.append(entry.name)
+    except OSError:
+        return [], []
+    return sorted(files), sorted(folders)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 #: Input kinds, as the command line and the widgets name them.

@@ -2,7 +2,10 @@
 
 A model is ``<digest>.tflite`` with ``<digest>.json`` beside it, holding its
 key, size and sha256: a file that does not match is damaged and is converted
-again. Both are written under temporary names and renamed, the JSON last. A
+again. Both are written under temporary names and renamed, the JSON last, so a
+process killed while writing leaves either the old pair or a model that fails
+its check; a model that another process stored meanwhile is kept, not written
+again. Temporary files that a killed process left are removed after a day. A
 backbone that failed to convert leaves ``<digest>.failed`` with the reason,
 so that later runs go straight to Keras. A folder that other users can write
 is never read (a converted model is as trusted as weights).
@@ -15,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from ..config import EmbedConfig
@@ -22,6 +26,8 @@ from ..models.weights import writable_by_others
 
 log = logging.getLogger(__name__)
 FOLDER = "converted"
+#: Age after which a temporary file is taken as left by a killed process.
+STALE_PART_S = 24 * 3600
 
 
 def store_folder(config: EmbedConfig) -> Path:
@@ -75,6 +81,10 @@ def save(key: str, data: bytes, folder: Path) -> Path | None:
     """Store a converted model; its path, or None where the folder cannot be used."""
     if not _usable(folder):
         return None
+    stored = load(key, folder)
+    if stored is not None:  # another process converted it meanwhile
+        return stored
+    _remove_stale_parts(folder)
     stem = folder / _digest(key)
     info = {"key": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     try:
@@ -84,6 +94,16 @@ def save(key: str, data: bytes, folder: Path) -> Path | None:
         log.warning("cannot store the converted model in %s: %s", folder, exc)
         return None
     return stem.with_suffix(".tflite")
+
+
+def _remove_stale_parts(folder: Path) -> None:
+    now = time.time()
+    for part in folder.glob(".*.part"):
+        try:
+            if now - part.stat().st_mtime > STALE_PART_S:
+                part.unlink()
+        except OSError:
+            pass
 
 
 def failure(key: str, folder: Path) -> str | None:

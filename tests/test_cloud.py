@@ -1,0 +1,236 @@
+"""Images on an object store, for real: moto's S3 server on 127.0.0.1 (behind a
+fault-injecting proxy of the tests), read by this process through the URL
+inputs, with credentials from the standard chain (environment variables).
+
+Every result must equal the local run of the same images bit for bit, and the
+secret key must appear in no output, message or log.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("s3fs")
+pytest.importorskip("moto")
+
+from cloud_servers import SECRET_KEY, FaultProxy, cloud_environment, start_moto, stop  # noqa: E402
+
+from orangecontrib.transferembed import embed  # noqa: E402
+from orangecontrib.transferembed.cli.main import main  # noqa: E402
+from orangecontrib.transferembed.pipeline import remote  # noqa: E402
+from orangecontrib.transferembed.pipeline.sources import as_source  # noqa: E402
+
+BUCKET = "photos"
+PREFIX = f"s3://{BUCKET}/set"
+SETTINGS = dict(model="MobileNet", alpha=0.25, input_size=32, batch_size=4, cache=False)
+
+
+def write_images(folder: Path, per_class: int = 6) -> list[str]:
+    """Small photos-like images in two classes, and a broken file; their relative paths."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    names = []
+    for label, suffix in (("ants", ".jpg"), ("bees", ".png")):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            side = int(rng.integers(24, 60))
+            pixels = rng.integers(0, 256, (side, side + n, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / label / f"{label[0]}{n}{suffix}")
+            names.append(f"{label}/{label[0]}{n}{suffix}")
+    (folder / "bees" / "broken.jpg").write_bytes(b"not an image")
+    names.append("bees/broken.jpg")
+    return sorted(names, key=lambda name: (name.split("/")[0], name))
+
+
+def save_weights(path: Path) -> Path:
+    """A MobileNet 0.25 weights file of our own (no download), as the builder loads it."""
+    from orangecontrib.transferembed.models.tfimport import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = keras.applications.MobileNet(alpha=0.25, include_top=False, pooling="avg",
+                                         weights=None, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(3)
+    for layer in model.layers:  # He-scaled kernels: features far from zero
+        for variable in layer.weights:
+            if "kernel" in variable.path:
+                shape = variable.shape
+                fan_in = int(np.prod(shape[:-1])) if "depthwise" not in variable.path \
+                    else int(np.prod(shape[:2]))
+                variable.assign(rng.normal(0, np.sqrt(2 / fan_in), shape).astype("float32"))
+    model.save_weights(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """moto's server, the proxy in front of it, the credentials in the environment,
+    and the images both on disk and under ``PREFIX``."""
+    import s3fs
+
+    root = tmp_path_factory.mktemp("store")
+    moto, port = start_moto(root / "moto.log")
+    proxy = FaultProxy(port)
+    environment = cloud_environment(f"http://127.0.0.1:{proxy.port}")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = remote.filesystem(PREFIX)
+        fs.mkdir(BUCKET)
+        local = root / "local"
+        names = write_images(local)
+        for name in names:
+            fs.put_file(str(local / name), f"{PREFIX}/{name}")
+        try:
+            yield {"local": local, "names": names, "proxy": proxy, "fs": fs,
+                   "moto_port": port, "root": root, "environment": environment}
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()
+            proxy.close()
+            stop(moto)
+    assert SECRET_KEY not in (root / "moto.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return str(save_weights(tmp_path_factory.mktemp("weights") / "mine.weights.h5"))
+
+
+@pytest.fixture(scope="module")
+def reference(store, weights):
+    """The local run of the same images."""
+    result = embed(store["local"], weights=weights, **SETTINGS)
+    assert np.abs(result.embeddings).mean() > 1e-3  # values that tell results apart
+    return result
+
+
+def assert_same(result, reference):
+    assert np.array_equal(result.embeddings, reference.embeddings)
+    assert np.array_equal(result.indices, reference.indices)
+    assert list(result.labels) == list(reference.labels)
+    assert [s.reason for s in result.skipped] == [s.reason for s in reference.skipped]
+
+
+def test_url_kinds_and_names_without_credentials():
+    assert remote.is_url("s3://b/k") and remote.is_url("https://h/x") \
+        and not remote.is_url("/tmp/x") and not remote.is_url("C:\\x")
+    assert remote.display("https://user:pw@host/a.jpg?X-Amz-Signature=abc") \
+        == "https://host/a.jpg"
+    assert remote.display("az://c/a.jpg?sv=1&sig=zzz") == "az://c/a.jpg"
+    assert remote.join("s3://b/p/list.csv".rsplit("/", 1)[0], "../q/a.jpg") == "s3://b/q/a.jpg"
+
+
+def test_folder_prefix_equals_local_run(store, reference, weights):
+    result = embed(PREFIX + "/", weights=weights, **SETTINGS)
+    assert_same(result, reference)
+    assert [s.item for s in result.skipped] == [f"{PREFIX}/bees/broken.jpg"]
+    assert set(result.labels) == {"ants", "bees"}
+
+
+def test_csv_of_urls_and_csv_on_the_store_equal_local(store, reference, weights, tmp_path):
+    listing = tmp_path / "list.csv"
+    rows = [(name.split("/")[0], f"{PREFIX}/{name}") for name in store["names"]]
+    with listing.open("w", newline="") as file:
+        csv.writer(file).writerows([("label", "path"), *rows])
+    assert_same(embed(listing, weights=weights, **SETTINGS), reference)
+    relative = "".join(f"{label},{url.removeprefix(PREFIX + '/')}\n" for label, url in rows)
+    store["fs"].pipe_file(f"{PREFIX}/list.csv", relative.encode())
+    assert_same(embed(f"{PREFIX}/list.csv", weights=weights, **SETTINGS), reference)
+
+
+def test_list_of_file_and_http_urls_equals_local(store, reference, weights):
+    local, names = store["local"], store["names"]
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(local))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        labels = [name.split("/")[0] for name in names]
+        for base in (f"file://{local}", f"http://127.0.0.1:{server.server_address[1]}"):
+            urls = [f"{base}/{name}" for name in names]
+            result = embed(urls, labels=labels, weights=weights, **SETTINGS)
+            assert_same(result, reference)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_command_line_folder_url_writes_the_local_files(store, weights, tmp_path, capfd):
+    common = ["-tm", "MobileNet", "--alpha", "0.25", "--input-size", "32", "-b", "4",
+              "-weights", weights, "--no-cache", "-q", "-to-csv", "-n", "out"]
+    assert main(["--folder", str(store["local"]), "-dir", str(tmp_path / "local"), *common]) == 0
+    assert main(["--folder", PREFIX, "-dir", str(tmp_path / "s3"), *common]) == 0
+    assert (tmp_path / "s3" / "out.csv").read_bytes() == \
+        (tmp_path / "local" / "out.csv").read_bytes()
+    skipped = (tmp_path / "s3" / "out_skipped.csv").read_text()
+    assert f"{PREFIX}/bees/broken.jpg" in skipped
+    captured = capfd.readouterr()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET_KEY.encode() not in path.read_bytes()
+    assert SECRET_KEY not in captured.err + captured.out
+
+
+def test_listing_goes_page_by_page(store, monkeypatch):
+    whole = list(remote.walk(PREFIX, lambda name: True))
+    proxy = store["proxy"]
+    monkeypatch.setattr(remote, "PAGE_SIZE", 2)
+    before = proxy.lists
+    assert list(remote.walk(PREFIX, lambda name: True)) == whole
+    # the root, then ants (6 keys) and bees (7 keys) two at a time
+    assert proxy.lists - before >= 1 + 3 + 4
+    assert [label for label, _ in whole].count("ants") == 6
+
+
+def test_refusals_are_retried_and_lasting_failures_skipped(store, reference, weights):
+    proxy, fs = store["proxy"], store["fs"]
+    proxy.refusing = 5  # the store throttles for a while
+    assert_same(embed(PREFIX, weights=weights, **SETTINGS), reference)
+    assert proxy.refused == 5 and proxy.refusing == 0
+    for name in store["names"]:
+        fs.copy(f"{PREFIX}/{name}", f"s3://{BUCKET}/gone/{name}")
+    source = as_source(f"s3://{BUCKET}/gone")
+    fs.rm_file(f"s3://{BUCKET}/gone/ants/a1.jpg")  # deleted after it was listed
+    proxy.denied = {f"{BUCKET}/gone/bees/b2.png"}
+    try:
+        result = embed(source, weights=weights, **SETTINGS)
+    finally:
+        proxy.denied = set()
+    reasons = {s.item: s.reason for s in result.skipped}
+    assert reasons[f"s3://{BUCKET}/gone/ants/a1.jpg"] == "not found"
+    assert reasons[f"s3://{BUCKET}/gone/bees/b2.png"].startswith("access denied")
+    assert len(result.embeddings) == len(reference.embeddings) - 2
+    assert not any(SECRET_KEY in reason for reason in reasons.values())
+
+
+def test_missing_back_end_is_one_message_naming_the_extra(tmp_path):
+    script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('s3fs', 'gcsfs', 'adlfs'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+from orangecontrib.transferembed.cli.main import main
+sys.exit(main(['--folder', '{PREFIX}', '-dir', {str(tmp_path)!r}]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "AWS_SECRET_ACCESS_KEY": SECRET_KEY})
+    assert done.returncode == 2, done.stderr
+    assert remote.CLOUD_HINT in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

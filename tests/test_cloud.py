@@ -12,6 +12,7 @@ import csv
 import functools
 import http.server
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +24,14 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
-from cloud_servers import SECRET_KEY, FaultProxy, cloud_environment, start_moto, stop  # noqa: E402
+from cloud_servers import (  # noqa: E402
+    SECRET_KEY,
+    DaskCluster,
+    FaultProxy,
+    cloud_environment,
+    start_moto,
+    stop,
+)
 
 from orangecontrib.transferembed import embed  # noqa: E402
 from orangecontrib.transferembed.cli.main import main  # noqa: E402
@@ -68,8 +76,8 @@ def save_weights(path: Path) -> Path:
         for variable in layer.weights:
             if "kernel" in variable.path:
                 shape = variable.shape
-                fan_in = int(np.prod(shape[:-1])) if "depthwise" not in variable.path \
-                    else int(np.prod(shape[:2]))
+                depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+                fan_in = int(np.prod(shape[:2] if depthwise else shape[:-1]))
                 variable.assign(rng.normal(0, np.sqrt(2 / fan_in), shape).astype("float32"))
     model.save_weights(path)
     return path
@@ -114,7 +122,7 @@ def weights(tmp_path_factory):
 def reference(store, weights):
     """The local run of the same images."""
     result = embed(store["local"], weights=weights, **SETTINGS)
-    assert np.abs(result.embeddings).mean() > 1e-3  # values that tell results apart
+    assert np.abs(result.embeddings).mean() > 1e-4  # values that tell results apart
     return result
 
 
@@ -234,3 +242,93 @@ sys.exit(main(['--folder', '{PREFIX}', '-dir', {str(tmp_path)!r}]))
     assert remote.CLOUD_HINT in done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+# --- a Dask scheduler and two worker processes that share nothing with this one ---
+
+@pytest.fixture(scope="module")
+def cluster(store, tmp_path_factory):
+    """``dask scheduler`` and two ``dask worker`` processes, each worker with its own
+    empty HOME, KERAS_HOME and caches, reading the store through the proxy."""
+    distributed = pytest.importorskip("distributed")
+    root = tmp_path_factory.mktemp("cluster")
+    processes = DaskCluster(root, 2, store["environment"])
+    try:
+        with distributed.Client(processes.address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield processes
+    finally:
+        processes.close()
+    assert SECRET_KEY not in processes.logs()
+
+
+def worker_files(cluster, pattern: str) -> list[Path]:
+    return [path for home in ("w0", "w1") for path in (cluster.root / home).rglob(pattern)]
+
+
+def test_cluster_reads_the_store_itself_and_equals_local(store, reference, weights, cluster):
+    assert not worker_files(cluster, "*.h5")  # no weights on the workers' disks
+    store["proxy"].refusing = 4  # and the store throttles for a while
+    result = embed(PREFIX, weights=weights, client=cluster.address,
+                   **{**SETTINGS, "cache": True})
+    assert_same(result, reference)
+    assert store["proxy"].refusing == 0
+    shipped = worker_files(cluster, "mine.weights.h5")
+    assert shipped and all(p.read_bytes() == Path(weights).read_bytes() for p in shipped)
+    assert all("shipped" in p.parts for p in shipped)  # in the worker's own cache folder
+
+
+def test_cluster_int8_equals_one_process(store, weights, cluster):
+    local = embed(store["local"], weights=weights, precision="int8", **SETTINGS)
+    result = embed(PREFIX, weights=weights, precision="int8", client=cluster.address,
+                   **SETTINGS)
+    assert_same(result, local)
+    assert worker_files(cluster, "converted/*.tflite")  # shipped, not converted again
+
+
+def test_cluster_imagenet_weights_shipped_to_empty_homes(store, cluster, mobilenet_keras_home):
+    settings = {**SETTINGS, "weights": "imagenet"}
+    local = embed(store["local"], **settings)
+    assert_same(embed(PREFIX, client=cluster.address, **settings), local)
+    assert worker_files(cluster, ".keras/models/mobilenet_2_5_224_tf_no_top.h5")
+
+
+def test_shards_on_the_store_resume_rewriting_only_the_missing_part(store, reference,
+                                                                     weights, cluster):
+    fs, proxy = store["fs"], store["proxy"]
+    url = f"s3://{BUCKET}/shards/run"
+    assert_same(embed(PREFIX, weights=weights, client=cluster.address, shards=url,
+                      **SETTINGS), reference)
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(url, refresh=True))
+    assert "manifest.json" in names and "part-00001.json" in names
+    fs.rm_file(f"{url}/part-00001.embeddings.npy")
+    proxy.puts.clear()
+    assert_same(embed(PREFIX, weights=weights, client=cluster.address, shards=url,
+                      **SETTINGS), reference)
+    part = f"{BUCKET}/shards/run/part-00001"
+    assert sorted(proxy.puts) == [f"{part}.embeddings.npy", f"{part}.indices.npy",
+                                  f"{part}.json", f"{part}.labels.npy"]
+    for name in names:
+        assert SECRET_KEY.encode() not in fs.cat_file(f"{url}/{name}")
+
+
+def test_killed_worker_and_deleted_key_job_completes_identically(store, weights, cluster):
+    names = store["names"] * 4
+    labels = [name.split("/")[0] for name in names]
+    local = embed([str(store["local"] / name) for name in names] + ["/nonexistent.jpg"],
+                  labels=labels + ["ants"], weights=weights, **SETTINGS)
+    killed = []
+
+    def kill_one(done, total):
+        if done and not killed:
+            os.killpg(cluster.workers[0].pid, signal.SIGKILL)
+            killed.append(done)
+
+    urls = [f"{PREFIX}/{name}" for name in names] + [f"{PREFIX}/deleted.jpg"]
+    result = embed(urls, labels=labels + ["ants"], weights=weights, client=cluster.address,
+                   progress=kill_one, **SETTINGS)
+    assert killed and killed[0] < len(urls)
+    assert np.array_equal(result.embeddings, local.embeddings)
+    assert np.array_equal(result.indices, local.indices)
+    assert result.skipped[-1].reason == "not found"
+    assert result.skipped[-1].item == f"{PREFIX}/deleted.jpg"

@@ -177,6 +177,21 @@ def test_list_of_file_and_http_urls_equals_local(store, reference, weights):
         server.server_close()
 
 
+def test_table_column_of_urls_and_of_paths_from_a_url_origin(store, reference, weights):
+    from Orange.data import Domain, StringVariable, Table
+
+    from orangecontrib.transferembed.widgets.table import table_source
+
+    for origin, cells in ((None, [f"{PREFIX}/{name}" for name in store["names"]]),
+                          (PREFIX, store["names"])):
+        column = StringVariable("image")
+        column.attributes.update({"type": "image", **({"origin": origin} if origin else {})})
+        data = Table.from_list(Domain([], metas=[column]), [[cell] for cell in cells])
+        result = embed(table_source(data, column), weights=weights, **SETTINGS)
+        assert np.array_equal(result.embeddings, reference.embeddings)
+        assert [s.item for s in result.skipped] == [f"{PREFIX}/bees/broken.jpg"]
+
+
 def test_command_line_folder_url_writes_the_local_files(store, weights, tmp_path, capfd):
     common = ["-tm", "MobileNet", "--alpha", "0.25", "--input-size", "32", "-b", "4",
               "-weights", weights, "--no-cache", "-q", "-to-csv", "-n", "out"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import http.server
+import io
 import os
 import signal
 import subprocess
@@ -35,6 +36,7 @@ from cloud_servers import (  # noqa: E402
 
 from orangecontrib.transferembed import embed  # noqa: E402
 from orangecontrib.transferembed.cli.main import main  # noqa: E402
+from orangecontrib.transferembed.errors import ImageError  # noqa: E402
 from orangecontrib.transferembed.pipeline import remote  # noqa: E402
 from orangecontrib.transferembed.pipeline.sources import as_source  # noqa: E402
 
@@ -140,6 +142,41 @@ def test_url_kinds_and_names_without_credentials():
         == "https://host/a.jpg"
     assert remote.display("az://c/a.jpg?sv=1&sig=zzz") == "az://c/a.jpg"
     assert remote.join("s3://b/p/list.csv".rsplit("/", 1)[0], "../q/a.jpg") == "s3://b/q/a.jpg"
+
+
+def test_transient_errors_are_retried_with_backoff_and_lasting_ones_are_not():
+    waits, calls = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionResetError("connection reset by peer")
+        return b"ok"
+
+    assert remote.retrying(flaky, sleep=waits.append) == b"ok"
+    assert waits == [remote.BACKOFF_S, 2 * remote.BACKOFF_S]
+    waits.clear()
+    with pytest.raises(FileNotFoundError):
+        remote.retrying(lambda: (_ for _ in ()).throw(FileNotFoundError("gone")),
+                        sleep=waits.append)
+    assert waits == []
+    with pytest.raises(TimeoutError):
+        remote.retrying(lambda: (_ for _ in ()).throw(TimeoutError()), attempts=3,
+                        sleep=waits.append)
+    assert len(waits) == 2
+
+
+def test_npy_pair_and_a_bounded_read_by_url(store):
+    fs = store["fs"]
+    data = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8 * 8 * 3)
+    for name, array in (("x.npy", data), ("y.npy", np.array([0, 1]))):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        fs.pipe_file(f"s3://{BUCKET}/npy/{name}", buffer.getvalue())
+    source = as_source(f"s3://{BUCKET}/npy/x.npy", f"s3://{BUCKET}/npy/y.npy", (8, 8, 3))
+    assert np.array_equal(source.data, data) and list(source.labels) == [0, 1]
+    with pytest.raises(ImageError, match="larger than"):
+        remote.read_bytes(f"s3://{BUCKET}/npy/x.npy", limit=100)
 
 
 def test_folder_prefix_equals_local_run(store, reference, weights):

@@ -16,6 +16,7 @@ a prefix goes page by page (:func:`walk`), keeping only the names it yields.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import posixpath
 import re
@@ -153,7 +154,8 @@ def read_bytes(url: str, limit: int = MAX_BYTES, attempts: int = ATTEMPTS) -> by
     except Exception as exc:
         raise ImageError(f"cannot read: {reason(exc)}") from None
     if len(data) > limit:
-        raise ImageError(f"larger than {limit >> 20} MB; not read")
+        shown = f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit} bytes"
+        raise ImageError(f"larger than {shown}; not read")
     return data
 
 
@@ -169,6 +171,25 @@ def read_text(url: str, what: str = "file") -> str:
         raise SourceError(f"{what} {display(url)} is not UTF-8 text (byte "
                           f"{exc.object[exc.start]:#x} at position {exc.start}); save it "
                           f"as UTF-8") from None
+
+
+def read_npy(url: str, what: str = "data"):
+    """A npy file at ``url``, read whole into memory; Python objects refused."""
+    import numpy as np
+
+    fs = filesystem(url)
+    try:
+        data = retrying(lambda: fs.cat_file(url))
+    except FileNotFoundError:
+        raise SourceError(f"npy {what} file {display(url)} does not exist") from None
+    except Exception as exc:
+        raise SourceError(f"cannot read npy {what} file {display(url)}: {reason(exc)}") \
+            from None
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SourceError(f"{what} file {display(url)} is not a npy file of numbers "
+                          f"({reason(exc)})") from None
 
 
 def parent(url: str) -> str:

@@ -231,7 +231,9 @@ def _check_labels(labels, n: int) -> np.ndarray | None:
 
 
 def load_npy(path: str | os.PathLike, what: str = "data") -> np.ndarray:
-    """Load a npy file memory-mapped, refusing pickled objects."""
+    """Load a npy file memory-mapped (read whole from a URL), refusing pickled objects."""
+    if remote.is_url(os.fspath(path)):
+        return remote.read_npy(os.fspath(path), what)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:

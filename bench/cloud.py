@@ -82,7 +82,7 @@ def measure(args, data: Path, work: Path, cluster: DaskCluster) -> dict:
     from orangecontrib.transferembed.pipeline import remote
     from orangecontrib.transferembed.pipeline.sources import folder_source
 
-    root = data / "images" / "hymenoptera" / "train"
+    root = data / "images" / "hymenoptera"
     local = folder_source(root)
     photos = [Path(p) for p in local.paths[:args.images]]
     folder = work / "photos"

@@ -318,8 +318,14 @@ def worker_files(cluster, pattern: str) -> list[Path]:
     return [path for home in ("w0", "w1") for path in (cluster.root / home).rglob(pattern)]
 
 
-def test_cluster_reads_the_store_itself_and_equals_local(store, reference, weights, cluster):
+def test_cluster_reads_the_store_itself_and_equals_local(store, reference, weights, cluster,
+                                                         monkeypatch):
     assert not worker_files(cluster, "*.h5")  # no weights on the workers' disks
+
+    def driver_reads(*args, **kwargs):
+        raise AssertionError("the driver read an image")
+
+    monkeypatch.setattr(remote, "read_bytes", driver_reads)  # workers have their own
     store["proxy"].refusing = 4  # and the store throttles for a while
     result = embed(PREFIX, weights=weights, client=cluster.address,
                    **{**SETTINGS, "cache": True})

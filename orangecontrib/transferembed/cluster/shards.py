@@ -7,9 +7,8 @@ items, counts, row layouts) written last, as the mark of a complete part.
 Every file is written atomically; nothing is pickled. The folder may be a
 prefix on an object store (``s3://bucket/prefix``): there each object
 appears whole when written, and the JSON is still the last of a part's. A part
-computed from a
-row layout other than the first carries it in its name (``part-NNNNN-at5.*``),
-so that two candidates never share files. Files that do not have these names
+computed from a row layout other than the first carries it in its name
+(``part-NNNNN-at5.*``), so that two candidates never share files. Files that do not have these names
 (another program's ``part-*`` files) are never read or removed.
 """
 

@@ -172,12 +172,29 @@ class FaultProxy:
             handler.wfile.write(data)
 
 
+def can_hide_folders() -> bool:
+    """Whether worker processes can get a mount namespace of their own (as root)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "mount", "-t",
+                            "tmpfs", "-o", "size=1m", "none", "/mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
 class DaskCluster:
     """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1; each worker in a
-    folder of its own, which is its HOME, with its own KERAS_HOME and caches."""
+    folder of its own, which is its HOME, with its own KERAS_HOME and caches.
 
-    def __init__(self, root: Path, workers: int, environment: dict[str, str]):
+    Where the machine allows it (root), each worker runs in a mount namespace of
+    its own where the folders in ``hide`` are empty: it sees none of the driver's
+    files there (images, weights, caches). ``isolated`` tells whether it does.
+    """
+
+    def __init__(self, root: Path, workers: int, environment: dict[str, str],
+                 hide: list[Path] = ()):
         self.root, self.environment = root, environment
+        self.hide = [str(path) for path in hide if Path(path).is_dir()]
+        self.isolated = bool(self.hide) and can_hide_folders()
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.scheduler = self._start("scheduler", [
@@ -186,7 +203,8 @@ class DaskCluster:
         wait_for_port(self.port, self.scheduler)
         self.workers = [self.start_worker(f"w{n}") for n in range(workers)]
 
-    def _start(self, name: str, arguments: list[str], home: Path) -> subprocess.Popen:
+    def _start(self, name: str, arguments: list[str], home: Path,
+               hidden: bool = False) -> subprocess.Popen:
         home.mkdir(parents=True, exist_ok=True)
         keep = {k: v for k, v in os.environ.items()
                 if k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")}
@@ -194,8 +212,13 @@ class DaskCluster:
                "KERAS_HOME": str(home / ".keras"), "XDG_CACHE_HOME": str(home / ".cache"),
                "TRANSFEREMBED_CACHE_DIR": str(home / ".cache" / "transferembed"),
                "TF_CPP_MIN_LOG_LEVEL": "2"}
-        dask = [sys.executable, "-m", "dask"]
-        return subprocess.Popen(dask + arguments, cwd=home, env=env,
+        command = [sys.executable, "-m", "dask", *arguments]
+        if hidden:
+            mounts = " && ".join(f"mount -t tmpfs -o size=1m none '{path}'"
+                                 for path in self.hide)
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       f'{mounts} && exec "$@"', "sh", *command]
+        return subprocess.Popen(command, cwd=home, env=env,
                                 stdout=(home / f"{name}.log").open("wb"),
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -203,7 +226,7 @@ class DaskCluster:
         home = self.root / name
         return self._start(name, ["worker", self.address, "--nthreads", "1", "--no-nanny",
                                   "--no-dashboard", "--name", name, "--local-directory",
-                                  str(home / "dask")], home)
+                                  str(home / "dask")], home, hidden=self.isolated)
 
     def logs(self) -> str:
         return "".join(path.read_text(errors="replace") for path in self.root.glob("*/*.log"))

@@ -13,9 +13,11 @@ import functools
 import http.server
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -301,17 +303,23 @@ sys.exit(main(['--folder', '{PREFIX}', '-dir', {str(tmp_path)!r}]))
 @pytest.fixture(scope="module")
 def cluster(store, tmp_path_factory):
     """``dask scheduler`` and two ``dask worker`` processes, each worker with its own
-    empty HOME, KERAS_HOME and caches, reading the store through the proxy."""
+    empty HOME, KERAS_HOME and caches, reading the store through the proxy; as root,
+    in mount namespaces where this process's test folders, the shared data and its
+    Keras home are empty."""
     distributed = pytest.importorskip("distributed")
-    root = tmp_path_factory.mktemp("cluster")
-    processes = DaskCluster(root, 2, store["environment"])
+    root = Path(tempfile.mkdtemp(prefix="transferembed-workers-"))
+    hide = [tmp_path_factory.getbasetemp(), *(Path(os.environ[name]) for name in
+                                              ("TRANSFEREMBED_TEST_DATA", "KERAS_HOME")
+                                              if os.environ.get(name))]
+    processes = DaskCluster(root, 2, store["environment"], hide)
     try:
         with distributed.Client(processes.address, timeout="60s") as client:
             client.wait_for_workers(2, timeout=120)
         yield processes
+        assert SECRET_KEY not in processes.logs()
     finally:
         processes.close()
-    assert SECRET_KEY not in processes.logs()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def worker_files(cluster, pattern: str) -> list[Path]:
@@ -326,6 +334,13 @@ def test_cluster_reads_the_store_itself_and_equals_local(store, reference, weigh
         raise AssertionError("the driver read an image")
 
     monkeypatch.setattr(remote, "read_bytes", driver_reads)  # workers have their own
+    if cluster.isolated:  # the workers see none of this process's files
+        from distributed import Client
+
+        with Client(cluster.address) as client:
+            seen = client.run(os.path.exists, weights)
+            seen.update(client.run(os.path.exists, str(store["local"])))
+        assert seen and not any(seen.values())
     store["proxy"].refusing = 4  # and the store throttles for a while
     result = embed(PREFIX, weights=weights, client=cluster.address,
                    **{**SETTINGS, "cache": True})

@@ -231,20 +231,26 @@ def test_table_column_of_urls_and_of_paths_from_a_url_origin(store, reference, w
         assert [s.item for s in result.skipped] == [f"{PREFIX}/bees/broken.jpg"]
 
 
-def test_command_line_folder_url_writes_the_local_files(store, weights, tmp_path, capfd):
+def command_line_equals_local(store, weights, folder: Path, capfd, *more: str) -> None:
+    """``transferembed --folder PREFIX *more`` writes the local run's files, and the
+    secret is in none of them, nor in what it printed."""
     common = ["-tm", "MobileNet", "--alpha", "0.25", "--input-size", "32", "-b", "4",
               "-weights", weights, "--no-cache", "-q", "-to-csv", "-n", "out"]
-    assert main(["--folder", str(store["local"]), "-dir", str(tmp_path / "local"), *common]) == 0
-    assert main(["--folder", PREFIX, "-dir", str(tmp_path / "s3"), *common]) == 0
-    assert (tmp_path / "s3" / "out.csv").read_bytes() == \
-        (tmp_path / "local" / "out.csv").read_bytes()
-    skipped = (tmp_path / "s3" / "out_skipped.csv").read_text()
+    assert main(["--folder", str(store["local"]), "-dir", str(folder / "local"), *common]) == 0
+    assert main(["--folder", PREFIX, "-dir", str(folder / "s3"), *common, *more]) == 0
+    assert (folder / "s3" / "out.csv").read_bytes() == \
+        (folder / "local" / "out.csv").read_bytes()
+    skipped = (folder / "s3" / "out_skipped.csv").read_text()
     assert f"{PREFIX}/bees/broken.jpg" in skipped
     captured = capfd.readouterr()
-    for path in tmp_path.rglob("*"):
+    for path in folder.rglob("*"):
         if path.is_file():
             assert SECRET_KEY.encode() not in path.read_bytes()
     assert SECRET_KEY not in captured.err + captured.out
+
+
+def test_command_line_folder_url_writes_the_local_files(store, weights, tmp_path, capfd):
+    command_line_equals_local(store, weights, tmp_path, capfd)
 
 
 def test_listing_goes_page_by_page(store, monkeypatch):
@@ -256,6 +262,46 @@ def test_listing_goes_page_by_page(store, monkeypatch):
     # the root, then ants (6 keys) and bees (7 keys) two at a time
     assert proxy.lists - before >= 1 + 3 + 4
     assert [label for label, _ in whole].count("ants") == 6
+
+
+class ManyKeys:
+    """An S3 listing of ``n`` keys under ``pre/many/``, made up page by page as S3
+    pages it (to count the requests and the memory of a 100,000-key walk without
+    storing 100,000 objects)."""
+
+    def __init__(self, n: int):
+        self.n, self.requests = n, 0
+
+    def call_s3(self, method, Bucket, Prefix, Delimiter, MaxKeys, ContinuationToken="0"):
+        assert method == "list_objects_v2" and Delimiter == "/"
+        self.requests += 1
+        if Prefix == "pre/":
+            return {"CommonPrefixes": [{"Prefix": "pre/many/"}], "IsTruncated": False}
+        start = int(ContinuationToken)
+        stop = min(self.n, start + MaxKeys)
+        page = {"Contents": [{"Key": f"pre/many/{i:06d}.jpg", "Size": 1000, "ETag": "x" * 34}
+                             for i in range(start, stop)], "IsTruncated": stop < self.n}
+        if stop < self.n:
+            page["NextContinuationToken"] = str(stop)
+        return page
+
+
+def test_listing_100000_keys_is_paged_in_bounded_memory():
+    import tracemalloc
+
+    keys = ManyKeys(100_000)
+    tracemalloc.start()
+    try:
+        count, last = 0, None
+        for label, url in remote.walk("s3://bucket/pre", lambda name: True, fs=keys):
+            count, last = count + 1, url
+            assert label == "many"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 100_000 and last == "s3://bucket/pre/many/099999.jpg"
+    assert keys.requests == 1 + 100  # the root, then 100 pages of 1,000 keys
+    assert peak < 4 << 20  # a page or two, not 100,000 keys (about 20 MB as dicts)
 
 
 def test_refusals_are_retried_and_lasting_failures_skipped(store, reference, weights):
@@ -383,6 +429,14 @@ def test_shards_on_the_store_resume_rewriting_only_the_missing_part(store, refer
                                   f"{part}.json", f"{part}.labels.npy"]
     for name in names:
         assert SECRET_KEY.encode() not in fs.cat_file(f"{url}/{name}")
+
+
+def test_command_line_on_the_cluster_with_shards_on_the_store(store, weights, cluster,
+                                                              tmp_path, capfd):
+    url = f"s3://{BUCKET}/shards/cli"
+    command_line_equals_local(store, weights, tmp_path, capfd, "--scheduler", cluster.address,
+                              "--shards", url)
+    assert "manifest.json" in [p.rsplit("/", 1)[-1] for p in store["fs"].ls(url, refresh=True)]
 
 
 def test_killed_worker_and_deleted_key_job_completes_identically(store, weights, cluster):

@@ -211,7 +211,7 @@ def entries(url: str, starting: str = "", fs=None) -> Iterator[tuple[str, bool]]
     else from one listing."""
     fs = fs or filesystem(url)
     url = url.rstrip("/")
-    if protocol(url) in ("s3", "s3a") and hasattr(fs, "call_s3"):
+    if _pages(fs, url):
         yield from _s3_entries(fs, url, starting)
         return
     if hasattr(fs, "invalidate_cache"):
@@ -220,6 +220,11 @@ def entries(url: str, starting: str = "", fs=None) -> Iterator[tuple[str, bool]]
         name = info["name"].rstrip("/").rsplit("/", 1)[-1]
         if name.startswith(starting):
             yield name, info.get("type") == "directory"
+
+
+def _pages(fs, url: str) -> bool:
+    """Whether ``url`` is listed page by page, in key order (S3)."""
+    return protocol(url) in ("s3", "s3a") and hasattr(fs, "call_s3")
 
 
 def _s3_entries(fs, url: str, starting: str) -> Iterator[tuple[str, bool]]:
@@ -243,14 +248,16 @@ def _s3_entries(fs, url: str, starting: str) -> Iterator[tuple[str, bool]]:
             return
 
 
-def walk(root: str, keep: Callable[[str], bool],
-         check: Callable[[], None] = lambda: None) -> Iterator[tuple[str, str]]:
+def walk(root: str, keep: Callable[[str], bool], check: Callable[[], None] = lambda: None,
+         fs=None) -> Iterator[tuple[str, str]]:
     """``(label, url)`` of the files under the folder URL ``root`` whose names
     ``keep`` accepts, in the order of a local folder walk: a folder's files by
     name, then its subfolders by name; the label is the first-level subfolder.
     Hidden names (``.*``) are left out. ``check()`` is called for every folder.
+    From S3, which lists in key order, files are passed on page by page, and
+    only the subfolders' names are kept.
     """
-    fs = filesystem(root)
+    fs = fs or filesystem(root)
     root = root.rstrip("/")
     if protocol(root) == "file":
         root = "file://" + fs._strip_protocol(root)
@@ -266,10 +273,18 @@ def walk(root: str, keep: Callable[[str], bool],
 
 def _walk(fs, url: str, label: str, keep, check) -> Iterator[tuple[str, str]]:
     check()
+    in_order = _pages(fs, url)
     files, folders = [], []
     for name, is_folder in entries(url, fs=fs):
-        if not name.startswith("."):
-            (folders if is_folder else files).append(name)
+        if name.startswith("."):
+            continue
+        if is_folder:
+            folders.append(name)
+        elif in_order:
+            if keep(name):
+                yield label, f"{url}/{name}"
+        else:
+            files.append(name)
     for name in sorted(files):
         if keep(name):
             yield label, f"{url}/{name}"

@@ -65,7 +65,7 @@ def cloud_environment(endpoint: str) -> dict[str, str]:
 
 def start_moto(log: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    process = subprocess.Popen([shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1",
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
                                 "-p", str(port)], stdout=log.open("wb"),
                                stderr=subprocess.STDOUT, start_new_session=True)
     wait_for_port(port, process)

@@ -137,12 +137,15 @@ def assert_same(result, reference):
     assert [s.reason for s in result.skipped] == [s.reason for s in reference.skipped]
 
 
-def test_url_kinds_and_names_without_credentials():
+def test_url_kinds_and_names_without_credentials(monkeypatch):
     assert remote.is_url("s3://b/k") and remote.is_url("https://h/x") \
         and not remote.is_url("/tmp/x") and not remote.is_url("C:\\x")
     assert remote.display("https://user:pw@host/a.jpg?X-Amz-Signature=abc") \
         == "https://host/a.jpg"
     assert remote.display("az://c/a.jpg?sv=1&sig=zzz") == "az://c/a.jpg"
+    assert remote.redact("GET https://me:pw@host/x failed") == "GET https://host/x failed"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    assert SECRET_KEY not in remote.reason(OSError(5, f"signature of {SECRET_KEY} refused"))
     assert remote.join("s3://b/p/list.csv".rsplit("/", 1)[0], "../q/a.jpg") == "s3://b/q/a.jpg"
 
 

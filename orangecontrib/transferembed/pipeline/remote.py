@@ -41,6 +41,7 @@ SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_
                     "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING",
                     "GOOGLE_OAUTH_ACCESS_TOKEN")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+://)[^/@\s]+@")
 #: Query parameters of signed URLs (S3 presigned, Azure SAS, GCS signed).
 _SIGNED_QUERY = re.compile(r"(?i)(x-amz-|x-goog-|sig=|signature|token|credential|se=|sp=)")
 #: Errors that no retry mends.
@@ -71,7 +72,9 @@ def display(url: str) -> str:
 
 
 def redact(text: str) -> str:
-    """``text`` with the values of the credential variables of this process taken out."""
+    """``text`` with the values of the credential variables of this process, and the
+    user names and passwords of URLs, taken out."""
+    text = _USERINFO.sub(r"\1", text)
     for name in SECRET_VARIABLES:
         value = os.environ.get(name)
         if value and len(value) >= 4:

@@ -34,6 +34,8 @@ ATTEMPTS = 5
 BACKOFF_S = 0.2
 #: Keys asked for per listing request.
 PAGE_SIZE = 1000
+#: Names listed between two calls of a walk's ``check``.
+CHECK_EVERY = 2000
 #: Environment variables of the back-ends' credential chains whose values are
 #: never shown, wherever a message might carry them.
 SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
@@ -256,7 +258,8 @@ def walk(root: str, keep: Callable[[str], bool], check: Callable[[], None] = lam
     """``(label, url)`` of the files under the folder URL ``root`` whose names
     ``keep`` accepts, in the order of a local folder walk: a folder's files by
     name, then its subfolders by name; the label is the first-level subfolder.
-    Hidden names (``.*``) are left out. ``check()`` is called for every folder.
+    Hidden names (``.*``) are left out. ``check()`` is called for every folder and
+    every :data:`CHECK_EVERY` names.
     From S3, which lists in key order, files are passed on page by page, and
     only the subfolders' names are kept.
     """
@@ -278,7 +281,9 @@ def _walk(fs, url: str, label: str, keep, check) -> Iterator[tuple[str, str]]:
     check()
     in_order = _pages(fs, url)
     files, folders = [], []
-    for name, is_folder in entries(url, fs=fs):
+    for count, (name, is_folder) in enumerate(entries(url, fs=fs), start=1):
+        if count % CHECK_EVERY == 0:
+            check()
         if name.startswith("."):
             continue
         if is_folder:

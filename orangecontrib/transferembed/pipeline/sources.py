@@ -405,12 +405,14 @@ def _is_image_name(name: str) -> bool:
 
 
 def _remote_folder(root: str, is_cancelled: IsCancelled | None) -> FileSource:
-    found = list(remote.walk(root, _is_image_name, lambda: check_cancelled(is_cancelled)))
-    if not found:
+    labels, urls = [], []
+    for label, url in remote.walk(root, _is_image_name, lambda: check_cancelled(is_cancelled)):
+        labels.append(label)
+        urls.append(url)
+    if not urls:
         raise SourceError(f"image folder {remote.display(root)} holds no images "
                           f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    labels = np.array([label for label, _ in found], dtype=str)
-    return FileSource([url for _, url in found], labels if any(labels) else None)
+    return FileSource(urls, np.array(labels, dtype=str) if any(labels) else None)
 
 
 def check_cancelled(is_cancelled: IsCancelled | None) -> None:

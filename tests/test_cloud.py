@@ -191,12 +191,20 @@ def test_folder_prefix_equals_local_run(store, reference, weights):
     assert set(result.labels) == {"ants", "bees"}
 
 
+def csv_at_url(text: str, store):
+    store["fs"].pipe_file(f"{PREFIX}/one.csv", text.encode())
+    return as_source(f"{PREFIX}/one.csv")
+
+
 def test_csv_of_urls_and_csv_on_the_store_equal_local(store, reference, weights, tmp_path):
     listing = tmp_path / "list.csv"
     rows = [(name.split("/")[0], f"{PREFIX}/{name}") for name in store["names"]]
     with listing.open("w", newline="") as file:
         csv.writer(file).writerows([("label", "path"), *rows])
     assert_same(embed(listing, weights=weights, **SETTINGS), reference)
+    store["fs"].pipe_file(f"{PREFIX}/noext", store["fs"].cat_file(rows[0][1]))
+    no_header = f"ants,{PREFIX}/noext\n"  # a first row whose path has no extension
+    assert len(csv_at_url(no_header, store)) == 1
     relative = "".join(f"{label},{url.removeprefix(PREFIX + '/')}\n" for label, url in rows)
     store["fs"].pipe_file(f"{PREFIX}/list.csv", relative.encode())
     assert_same(embed(f"{PREFIX}/list.csv", weights=weights, **SETTINGS), reference)

@@ -197,6 +197,14 @@ def read_npy(url: str, what: str = "data"):
                           f"({reason(exc)})") from None
 
 
+def exists(url: str) -> bool:
+    """Whether an object is at ``url`` (one request); False where that cannot be told."""
+    try:
+        return bool(retrying(lambda: filesystem(url).exists(url)))
+    except Exception:
+        return False
+
+
 def parent(url: str) -> str:
     """The URL of the folder (prefix) holding ``url``."""
     return url.rsplit("/", 1)[0] if "/" in url.split("://", 1)[1] else url

@@ -364,8 +364,8 @@ def _is_header(row: list[str], base: Path | str) -> bool:
     if len(row) < 2:
         return False
     path = row[1].strip()
-    if remote.is_url(path) or isinstance(base, str):  # no request just to tell
-        return not posixpath.splitext(path)[1]
+    if remote.is_url(path) or isinstance(base, str):  # a request only without an extension
+        return not posixpath.splitext(path)[1] and not remote.exists(_locate_cell(path, base))
     return not Path(path).suffix and not locate(path, base).exists()
 
 

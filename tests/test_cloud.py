@@ -212,6 +212,9 @@ def test_csv_of_urls_and_csv_on_the_store_equal_local(store, reference, weights,
 
 def test_list_of_file_and_http_urls_equals_local(store, reference, weights):
     local, names = store["local"], store["names"]
+    walked = as_source(f"file://{local}")  # a folder URL of another back-end, listed whole
+    assert walked.paths == [f"file://{path}" for path in as_source(local).paths]
+    assert list(walked.labels) == list(as_source(local).labels)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(local))
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

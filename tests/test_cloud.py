@@ -13,6 +13,7 @@ import functools
 import http.server
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,7 +39,7 @@ from cloud_servers import (  # noqa: E402
 
 from orangecontrib.transferembed import embed  # noqa: E402
 from orangecontrib.transferembed.cli.main import main  # noqa: E402
-from orangecontrib.transferembed.errors import ImageError  # noqa: E402
+from orangecontrib.transferembed.errors import ImageError, SourceError  # noqa: E402
 from orangecontrib.transferembed.pipeline import remote  # noqa: E402
 from orangecontrib.transferembed.pipeline.sources import as_source  # noqa: E402
 
@@ -337,6 +338,20 @@ def test_refusals_are_retried_and_lasting_failures_skipped(store, reference, wei
     assert reasons[f"s3://{BUCKET}/gone/bees/b2.png"].startswith("access denied")
     assert len(result.embeddings) == len(reference.embeddings) - 2
     assert not any(SECRET_KEY in reason for reason in reasons.values())
+
+
+def test_a_machine_without_the_back_end_fails_the_job_naming_the_extra(store, weights,
+                                                                     monkeypatch):
+    import fsspec
+
+    source = as_source(PREFIX)  # listed here; read where the back-end is missing
+
+    def missing(*args, **kwargs):
+        raise ImportError("Install s3fs to access S3")
+
+    monkeypatch.setattr(fsspec, "filesystem", missing)
+    with pytest.raises(SourceError, match=re.escape(remote.CLOUD_HINT)):
+        embed(source, weights=weights, **SETTINGS)
 
 
 def test_missing_back_end_is_one_message_naming_the_extra(tmp_path):

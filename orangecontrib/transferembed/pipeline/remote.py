@@ -143,11 +143,10 @@ def retrying(call: Callable[[], object], attempts: int = ATTEMPTS, backoff: floa
 
 def read_bytes(url: str, limit: int = MAX_BYTES, attempts: int = ATTEMPTS) -> bytes:
     """The bytes of the object at ``url``, at most ``limit`` of them; an
-    :class:`ImageError` with the reason where it cannot be read."""
-    try:
-        fs = filesystem(url)
-    except SourceError as exc:
-        raise ImageError(str(exc)) from None
+    :class:`ImageError` with the reason where it cannot be read. A machine without
+    the URL's back-end (a cluster's worker) fails the job with one
+    :class:`SourceError` naming the extra, rather than skipping every item."""
+    fs = filesystem(url)
     try:
         data = retrying(lambda: fs.cat_file(url, start=0, end=limit + 1), attempts)
     except FileNotFoundError:

@@ -49,17 +49,23 @@ INSTALL_REQUIRES = [
 
 DOC_REQUIRE = ["sphinx>=7", "myst-parser>=2"]
 DASK_REQUIRE = ["dask[distributed]>=2024.1"]
+#: Images, CSVs and shards by URL (s3://, gs://, az://, https://) through fsspec's back-ends.
+CLOUD_REQUIRE = ["fsspec>=2024.2", "s3fs>=2024.2", "gcsfs>=2024.2", "adlfs>=2024.2",
+                 "aiohttp>=3.9"]
 #: A faster int8 runtime on CPUs without VNNI (doc/performance.md); optional.
 OPENVINO_REQUIRE = ["openvino>=2024.0"]
 
 EXTRAS_REQUIRE = {
     "dask": DASK_REQUIRE,
+    "cloud": CLOUD_REQUIRE,
     "qt": ["PyQt6>=6.5"],
     # The add-on tests build the help and a wheel (offline, without build isolation);
-    # the cluster tests need the dask extra, the runtime tests the openvino one.
+    # the cluster tests need the dask extra, the runtime tests the openvino one, the
+    # cloud tests s3fs and moto's S3 server (which they start on 127.0.0.1).
     "openvino": OPENVINO_REQUIRE,
     "test": ["pytest>=7", "PyQt6>=6.5", "ruff>=0.6,<1", "build", "setuptools>=61", "wheel",
-             "markdown>=3", *DOC_REQUIRE, *DASK_REQUIRE, *OPENVINO_REQUIRE],
+             "markdown>=3", *DOC_REQUIRE, *DASK_REQUIRE, *OPENVINO_REQUIRE,
+             "fsspec>=2024.2", "s3fs>=2024.2", "moto[server]>=5"],
     "doc": DOC_REQUIRE,
 }
 

@@ -30,7 +30,9 @@ def embed(source, model: str = "MobileNet", *, labels=None,
     ``source`` is a folder (one subfolder per class), a ``label,path`` CSV,
     a ``.npy`` file (``labels`` then names the labels file, and ``shape``
     gives ``(height, width, channels)`` of flattened rows), an array of
-    images, a list of image paths, or a :class:`~.sources.Source`.
+    images, a list of image paths, or a :class:`~.sources.Source`. Paths may be
+    fsspec URLs (``s3://bucket/photos`` as a folder, a CSV of URLs, a list of
+    URLs; the ``[cloud]`` extra), which a cluster's workers read themselves.
 
     ``weights`` is ``"imagenet"`` (Keras' cache under ``$KERAS_HOME/models``,
     downloaded if missing), ``None`` for random weights, or a weights file.

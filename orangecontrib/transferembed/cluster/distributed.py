@@ -12,6 +12,10 @@ layout the part before ends at. Parts run in parallel on a guess (the layout
 the known parts lead to; nothing changes when no image is skipped or cached);
 a part whose guess proves wrong runs again. For the same reason workers only
 read the embedding cache; the job stores a part's vectors once it is accepted.
+
+Workers share nothing with the driver but the scheduler: the job ships them the
+weights and converted model it runs (:mod:`.shipping`), and parts of files carry
+only their paths or URLs, which each worker reads itself.
 """
 
 from __future__ import annotations
@@ -24,15 +28,17 @@ from pathlib import Path
 import numpy as np
 
 from ..config import EmbedConfig
+from ..pipeline import remote
 from ..pipeline.batches import START, Layout, Part
 from ..pipeline.cache import EmbeddingCache, open_cache
 from ..pipeline.engine import ArraySink, Hooks, Pipeline
 from ..pipeline.results import EmbeddingResult, Skipped
 from ..pipeline.sources import FileSource, Source
 from ..runtimes import choice
-from . import shards
+from . import shards, shipping
 from .connect import ClusterError, cluster_client, connected
 from .shards import PartResult
+from .shipping import Shipment
 
 #: Largest part, in items; parts are whole batches.
 MAX_PART = 512
@@ -102,8 +108,10 @@ def _configure_tensorflow(threads: int) -> None:
 
 
 def embed_part(source: Source, config: EmbedConfig, number: int, part: Part,
-               shard_dir: str | None) -> PartResult:
-    """Run on a worker: embed one part, starting at its row layout."""
+               shard_dir: str | None, shipment: Shipment | None = None) -> PartResult:
+    """Run on a worker: embed one part, starting at its row layout, with the files
+    the driver shipped (the worker reads the part's images itself)."""
+    config = shipping.install(shipment, config)
     try:
         from distributed import get_worker
 
@@ -132,9 +140,9 @@ class Job:
 
     def __init__(self, client, source: Source, config: EmbedConfig, size: int,
                  shard_dir: str | None, found: dict[int, dict[Layout, PartResult]],
-                 window: int, cache: EmbeddingCache | None = None):
+                 window: int, cache: EmbeddingCache | None = None, shipment=None):
         self.client, self.source, self.config = client, source, config
-        self.cache = cache
+        self.cache, self.shipment = cache, shipment  #: the scattered Shipment, if any
         self.bounds = [(s, min(s + size, len(source))) for s in range(0, len(source), size)]
         self.shard_dir = shard_dir
         self.candidates = found
@@ -208,7 +216,7 @@ class Job:
                 part = Part(self.bounds[k][0], layout)
                 self.futures[key] = self.client.submit(
                     embed_part, self._data(k), self.config, k, part, self.shard_dir,
-                    key=key, pure=False)
+                    self.shipment, key=key, pure=False)
                 self.running[key] = (k, layout)
 
     def finished(self) -> list:
@@ -332,16 +340,18 @@ def run_distributed(source: Source, config: EmbedConfig, client=None, *,
         config, note = choice.resolve(config)
         hooks.tell(note)
         config = choice.prepare(config, hooks)  # converted once, here, not per worker
+        shipment = _ship(client, shipping.pack(config, hooks.download))
         threads = sum(client.nthreads().values()) or 1
         size = part_size(len(source), config.batch_size, threads)
         found: dict[int, dict[Layout, PartResult]] = {}
         if shard_dir is not None:
             settings = shards.job_settings(source, config, size)
             found, size = shards.open_shards(shard_dir, settings)
-            shard_dir = str(Path(shard_dir).resolve())
+            if not remote.is_url(shard_dir):
+                shard_dir = str(Path(shard_dir).resolve())
         cache = open_cache(config.cache, notice=hooks.tell)
         job = Job(client, source, config, size, shard_dir, found, window=max(2, 2 * threads),
-                  cache=cache)
+                  cache=cache, shipment=shipment)
         try:
             drive(job, hooks)
         finally:
@@ -349,6 +359,13 @@ def run_distributed(source: Source, config: EmbedConfig, client=None, *,
             if cache is not None:
                 cache.close()
     return _gather(job, source, config, shard_dir, hooks.notices)
+
+
+def _ship(client, shipment: Shipment):
+    """The job's files scattered to every worker once (a future), or None for none."""
+    if not shipment.files:
+        return None
+    return client.scatter(shipment, broadcast=True, hash=False)
 
 
 def _gather(job: Job, source: Source, config: EmbedConfig, shard_dir: str | None,

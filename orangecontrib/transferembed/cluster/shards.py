@@ -4,15 +4,18 @@ A shard folder holds ``manifest.json`` (the job's settings and a fingerprint of
 its input) and, for each part, ``part-NNNNN.indices.npy`` (global positions),
 ``.labels.npy`` and ``.embeddings.npy``, then ``part-NNNNN.json`` (skipped
 items, counts, row layouts) written last, as the mark of a complete part.
-Every file is written atomically; nothing is pickled. A part computed from a
-row layout other than the first carries it in its name (``part-NNNNN-at5.*``),
-so that two candidates never share files. Files that do not have these names
+Every file is written atomically; nothing is pickled. The folder may be a
+prefix on an object store (``s3://bucket/prefix``): there each object
+appears whole when written, and the JSON is still the last of a part's. A part
+computed from a row layout other than the first carries it in its name
+(``part-NNNNN-at5.*``), so that two candidates never share files. Files that do not have these names
 (another program's ``part-*`` files) are never read or removed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -24,6 +27,7 @@ import numpy as np
 
 from ..config import EmbedConfig
 from ..errors import SettingsError
+from ..pipeline import remote
 from ..pipeline.batches import Layout
 from ..pipeline.sources import ArraySource, FileSource, Source
 from ..writers import label_column, write_atomically
@@ -48,11 +52,12 @@ class PartResult:
     new_keys: dict[int, str] = field(default_factory=dict)
 
 
-def part_stem(folder: Path, number: int, layout: Layout) -> Path:
+def part_stem(number: int, layout: Layout) -> str:
+    """The name every file of a part starts with."""
     tag = f"-at{layout.rows}" if layout.rows else ""
     if layout.rows and layout.shape:
         tag += "x" + "x".join(map(str, layout.shape))
-    return Path(folder) / f"part-{number:05d}{tag}"
+    return f"part-{number:05d}{tag}"
 
 
 def fingerprint(source: Source) -> str:
@@ -60,6 +65,9 @@ def fingerprint(source: Source) -> str:
     digest = hashlib.sha256(f"{type(source).__name__}:{len(source)}".encode())
     if isinstance(source, FileSource):
         for path in source.paths:
+            if remote.is_url(path):  # an object's name only: no request per image
+                digest.update(f"{remote.display(path)}\n".encode())
+                continue
             try:
                 stat = os.stat(path)
                 digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -85,6 +93,108 @@ def job_settings(source: Source, config: EmbedConfig, part_size: int) -> dict:
             "part_size": part_size, "items": len(source), "source": fingerprint(source)}
 
 
+class LocalFolder:
+    """A shard folder on this machine's file system: every file written atomically."""
+
+    def __init__(self, location: str | os.PathLike):
+        self.path = Path(location)
+        self.location = str(self.path)
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def names(self, prefix: str) -> list[str]:
+        return sorted(p.name for p in self.path.glob(f"{prefix}*"))
+
+    def read_text(self, name: str) -> str | None:
+        try:
+            return (self.path / name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def write_text(self, name: str, text: str) -> None:
+        write_atomically([self.path / name], lambda f: f.write(text), mode="w")
+
+    def write_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        def write(*files):
+            for array, file in zip(arrays.values(), files, strict=True):
+                np.save(file, array, allow_pickle=False)
+
+        write_atomically([self.path / name for name in arrays], write)
+
+    def load(self, name: str, mmap_mode: str | None = None) -> np.ndarray:
+        return np.load(self.path / name, mmap_mode=mmap_mode, allow_pickle=False)
+
+    def remove(self, name: str) -> None:
+        (self.path / name).unlink(missing_ok=True)
+
+    def scratch(self) -> str:
+        """Where a gathered array's nameless file goes."""
+        return self.location
+
+
+class StoreFolder(LocalFolder):
+    """A shard prefix on an object store (an fsspec URL). The store has no rename:
+    each object appears whole when written, and a part's JSON is written last."""
+
+    def __init__(self, location: str):
+        self.location = location.rstrip("/")
+        self.fs = remote.filesystem(self.location)
+
+    def _url(self, name: str) -> str:
+        return f"{self.location}/{name}"
+
+    def create(self) -> None:
+        pass  # a prefix exists once an object is under it
+
+    def names(self, prefix: str) -> list[str]:
+        return sorted(name for name, is_folder in remote.entries(self.location, prefix, self.fs)
+                      if not is_folder)
+
+    def read_text(self, name: str) -> str | None:
+        try:
+            data = remote.retrying(lambda: self.fs.cat_file(self._url(name)))
+        except FileNotFoundError:
+            return None
+        return data.decode("utf-8")
+
+    def _put(self, name: str, data: bytes) -> None:
+        try:
+            remote.retrying(lambda: self.fs.pipe_file(self._url(name), data))
+        except Exception as exc:
+            raise OSError(f"cannot write {remote.display(self._url(name))}: "
+                          f"{remote.reason(exc)}") from None
+
+    def write_text(self, name: str, text: str) -> None:
+        self._put(name, text.encode("utf-8"))
+
+    def write_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            self._put(name, buffer.getvalue())
+
+    def load(self, name: str, mmap_mode: str | None = None) -> np.ndarray:
+        data = remote.retrying(lambda: self.fs.cat_file(self._url(name)))
+        return np.load(io.BytesIO(data), allow_pickle=False)
+
+    def remove(self, name: str) -> None:
+        try:
+            remote.retrying(lambda: self.fs.rm_file(self._url(name)))
+        except FileNotFoundError:
+            pass
+
+    def scratch(self) -> str:
+        return tempfile.gettempdir()
+
+
+def shard_folder(location: str | os.PathLike) -> LocalFolder:
+    """The shard folder at ``location``: a local folder, or a prefix at a URL."""
+    if remote.is_url(os.fspath(location)):
+        return StoreFolder(os.fspath(location))
+    return LocalFolder(location)
+
+
 def open_shards(folder: str | os.PathLike,
                 settings: dict) -> tuple[dict[int, dict[Layout, PartResult]], int]:
     """Create the folder and manifest, or check that they belong to this job.
@@ -92,45 +202,49 @@ def open_shards(folder: str | os.PathLike,
     Returns the complete parts already there, by number and starting layout, and
     the part size: a resumed job keeps the part size of its first run.
     """
-    folder = Path(folder)
-    manifest = folder / MANIFEST
+    shelf = shard_folder(folder)
+    shown = remote.display(shelf.location)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if manifest.exists():
-            stored = json.loads(manifest.read_text(encoding="utf-8"))
+        shelf.create()
+        text = shelf.read_text(MANIFEST)
+        if text is not None:
+            stored = json.loads(text)
             job = stored.get("job")
             if isinstance(job, dict) and "part_size" in job:
                 settings = {**settings, "part_size": job["part_size"]}
             if stored.get("format") != FORMAT or job != settings:
                 raise SettingsError(
-                    f"--shards folder {folder} holds shards of another job (other input or "
+                    f"--shards folder {shown} holds shards of another job (other input or "
                     f"settings); delete it or choose another folder")
         else:
-            text = json.dumps({"format": FORMAT, "job": settings}, indent=1)
-            write_atomically([manifest], lambda f: f.write(text), mode="w")
+            shelf.write_text(MANIFEST, json.dumps({"format": FORMAT, "job": settings},
+                                                  indent=1))
         size = int(settings["part_size"])
+        names = shelf.names("part-")
     except (OSError, ValueError) as exc:
         if isinstance(exc, SettingsError):
             raise
-        raise SettingsError(f"cannot use --shards folder {folder}: {exc}") from None
+        raise SettingsError(f"cannot use --shards folder {shown}: "
+                            f"{remote.reason(exc)}") from None
     found: dict[int, dict[Layout, PartResult]] = {}
-    for meta in sorted(folder.glob("part-*.json")):
-        part = _read_meta(meta)
-        if part is not None:
-            found.setdefault(part.number, {})[part.layout] = part
+    for name in names:
+        if name.endswith(".json"):
+            part = _read_meta(shelf, name, set(names))
+            if part is not None:
+                found.setdefault(part.number, {})[part.layout] = part
     return found, size
 
 
-def _read_meta(path: Path) -> PartResult | None:
+def _read_meta(shelf: LocalFolder, name: str, names: set[str]) -> PartResult | None:
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(shelf.read_text(name) or "")
         part = PartResult(int(meta["part"]), Layout.from_json(meta["layout"]),
                           Layout.from_json(meta["end"]), np.empty(0, np.int64), None,
                           [(int(i), str(r)) for i, r in meta["skipped"]], int(meta["n_cached"]))
-        stem = part_stem(path.parent, part.number, part.layout)
-        if stem.with_suffix(".json") != path:
+        stem = part_stem(part.number, part.layout)
+        if f"{stem}.json" != name:
             return None
-        if any(not Path(f"{stem}.{kind}.npy").exists() for kind in _KINDS):
+        if any(f"{stem}.{kind}.npy" not in names for kind in _KINDS):
             return None
         return part
     except (OSError, ValueError, KeyError, TypeError):
@@ -139,31 +253,27 @@ def _read_meta(path: Path) -> PartResult | None:
 
 def write_part(folder: str | os.PathLike, part: PartResult, labels: np.ndarray | None) -> None:
     """Write a part's npy files, then its JSON (the mark that it is complete)."""
-    stem = part_stem(Path(folder), part.number, part.layout)
-    arrays = {"indices": np.asarray(part.indices, np.int64),
-              "labels": label_column(labels, len(part.indices)),
-              "embeddings": np.ascontiguousarray(part.embeddings, np.float32)}
-
-    def write(*files):
-        for kind, file in zip(_KINDS, files, strict=True):
-            np.save(file, arrays[kind], allow_pickle=False)
-
-    write_atomically([Path(f"{stem}.{kind}.npy") for kind in _KINDS], write)
+    shelf = shard_folder(folder)
+    stem = part_stem(part.number, part.layout)
+    shelf.write_arrays({
+        f"{stem}.indices.npy": np.asarray(part.indices, np.int64),
+        f"{stem}.labels.npy": label_column(labels, len(part.indices)),
+        f"{stem}.embeddings.npy": np.ascontiguousarray(part.embeddings, np.float32)})
     meta = {"part": part.number, "layout": part.layout.as_json(), "end": part.end.as_json(),
             "rows": len(part.indices), "n_cached": part.n_cached,
             "skipped": [list(item) for item in part.skipped]}
-    write_atomically([stem.with_suffix(".json")], lambda f: json.dump(meta, f), mode="w")
+    shelf.write_text(f"{stem}.json", json.dumps(meta))
 
 
-def _load(folder: str | os.PathLike, part: PartResult, kind: str,
+def _load(shelf: LocalFolder, part: PartResult, kind: str,
           mmap_mode: str | None = None) -> np.ndarray:
-    stem = part_stem(Path(folder), part.number, part.layout)
-    return np.load(f"{stem}.{kind}.npy", mmap_mode=mmap_mode, allow_pickle=False)
+    return shelf.load(f"{part_stem(part.number, part.layout)}.{kind}.npy", mmap_mode)
 
 
 def read_part(folder: str | os.PathLike, part: PartResult) -> tuple[np.ndarray, np.ndarray]:
-    """A complete part's global indices, and its embeddings (memory-mapped)."""
-    return _load(folder, part, "indices"), _load(folder, part, "embeddings", "r")
+    """A complete part's global indices, and its embeddings (memory-mapped where local)."""
+    shelf = shard_folder(folder)
+    return _load(shelf, part, "indices"), _load(shelf, part, "embeddings", "r")
 
 
 def gather(folder: str | os.PathLike,
@@ -171,26 +281,29 @@ def gather(folder: str | os.PathLike,
     """All parts' global indices and embeddings, in order; the embeddings in one
     array backed by disk, not memory.
 
-    The array maps a nameless temporary file in ``folder``, so a job larger
-    than memory still gathers, and nothing is left behind. Parts are mapped
-    one at a time.
+    The array maps a nameless temporary file (in a local ``folder``, else in the
+    temporary folder), so a job larger than memory still gathers, and nothing is
+    left behind. Parts are read one at a time.
     """
-    indices = [_load(folder, part, "indices") for part in parts]
+    shelf = shard_folder(folder)
+    indices = [_load(shelf, part, "indices") for part in parts]
     rows = sum(len(block) for block in indices)
     all_indices = np.concatenate(indices).astype(np.int64) if indices \
         else np.empty(0, np.int64)
     filled = [(part, block) for part, block in zip(parts, indices, strict=True) if len(block)]
     if not filled:
         return all_indices, np.empty((0, 0), np.float32)
-    width = _load(folder, filled[0][0], "embeddings", "r").shape[1]
-    with tempfile.TemporaryFile(dir=folder, prefix="gathered-") as file:
-        out = np.memmap(file, np.float32, "w+", shape=(rows, width))
-    start = 0
+    out, start = None, 0
     for part, part_indices in filled:
-        block = _load(folder, part, "embeddings", "r")
-        if block.shape != (len(part_indices), width):
-            raise ValueError(f"shard folder {folder}: part {part.number} holds embeddings "
-                             f"of shape {block.shape}, expected {(len(part_indices), width)}")
+        block = _load(shelf, part, "embeddings", "r")
+        if out is None:
+            width = block.shape[1]
+            with tempfile.TemporaryFile(dir=shelf.scratch(), prefix="gathered-") as file:
+                out = np.memmap(file, np.float32, "w+", shape=(rows, width))
+        if block.shape != (len(part_indices), out.shape[1]):
+            raise ValueError(f"shard folder {remote.display(shelf.location)}: part "
+                             f"{part.number} holds embeddings of shape {block.shape}, "
+                             f"expected {(len(part_indices), out.shape[1])}")
         out[start:start + len(block)] = block
         start += len(block)
     return all_indices, out
@@ -199,9 +312,10 @@ def gather(folder: str | os.PathLike,
 def remove_others(folder: str | os.PathLike, number: int, keep: Layout) -> None:
     """Delete the files of a part's candidates other than the accepted one (only
     names this module writes)."""
-    kept = part_stem(Path(folder), number, keep).name
+    shelf = shard_folder(folder)
+    kept = part_stem(number, keep)
     pattern = re.compile(rf"part-{number:05d}(-at\d+(x\d+)*)?"
                          rf"(\.({'|'.join(_KINDS)})\.npy|\.json)$")
-    for path in Path(folder).glob(f"part-{number:05d}*"):
-        if pattern.fullmatch(path.name) and path.name.split(".")[0] != kept:
-            path.unlink(missing_ok=True)
+    for name in shelf.names(f"part-{number:05d}"):
+        if pattern.fullmatch(name) and name.split(".")[0] != kept:
+            shelf.remove(name)

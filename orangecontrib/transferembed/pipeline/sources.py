@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import os
+import posixpath
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError, SourceError, check_cancelled
-from . import images
+from . import images, remote
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -73,13 +74,15 @@ class FileSource(Source):
 
     An empty path is a row without an image (a blank CSV cell, a missing
     value in a table): it is skipped with that reason, and described by its
-    entry in ``rows`` (such as ``"list.csv, line 7"``) where given.
+    entry in ``rows`` (such as ``"list.csv, line 7"``) where given. A path
+    may be a URL (:mod:`.remote`), and ``base`` a folder URL; a URL is read
+    where the item is read (on a cluster's worker), and shown without credentials.
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike], labels=None,
                  base: str | os.PathLike | None = None, rows: Sequence[str] | None = None):
-        base_path = Path(base) if base is not None else None
-        self.paths = [str(_resolve(p, base_path)) if os.fspath(p) else "" for p in paths]
+        self.paths = [_resolve(os.fspath(p), base) if os.fspath(p) else "" for p in paths]
+        remote.check_protocols(self.paths)
         self.labels = _check_labels(labels, len(self.paths))
         self.rows = list(rows) if rows is not None else None
 
@@ -88,13 +91,15 @@ class FileSource(Source):
 
     def describe(self, index: int) -> str:
         if self.paths[index] or self.rows is None:
-            return printable(self.paths[index]) or f"row {index + 1}"
+            return printable(remote.display(self.paths[index])) or f"row {index + 1}"
         return self.rows[index]
 
     def read(self, index: int, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
         path = self.paths[index]
         if not path:
             raise ImageError("no image path in this row")
+        if remote.is_url(path):
+            return remote.read_bytes(path, max_bytes)
         return read_file(path, max_bytes)
 
     def decode(self, raw, size, policy, min_size):
@@ -266,11 +271,16 @@ def _data_scale(data: np.ndarray, chunk_bytes: int = 64 << 20) -> float | None:
     return images.pixel_scale(data.dtype, low, high)
 
 
-def _resolve(path, base: Path | None) -> Path:
-    path = Path(os.fspath(path)).expanduser()
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    return path
+def _resolve(path: str, base: str | os.PathLike | None) -> str:
+    """A path or URL, with a relative path taken from ``base`` (a folder or a folder URL)."""
+    if remote.is_url(path):
+        return path
+    if base is not None and remote.is_url(os.fspath(base)):
+        return path if Path(path).is_absolute() else remote.join(os.fspath(base), path)
+    resolved = Path(path).expanduser()
+    if not resolved.is_absolute() and base is not None:
+        resolved = Path(base) / resolved
+    return str(resolved)
 
 
 def _check_labels(labels, n: int) -> np.ndarray | None:
@@ -322,8 +332,10 @@ def _input_error(path, what: str, reason: str) -> SourceError:
 
 
 def load_npy(path: str | os.PathLike, what: str = "data") -> np.ndarray:
-    """Load a npy file memory-mapped, refusing pickled objects and anything
-    but a regular file (a FIFO or a device would block or never end)."""
+    """Load a npy file memory-mapped (read whole from a URL), refusing pickled objects
+    and anything but a regular file (a FIFO or a device would block or never end)."""
+    if remote.is_url(os.fspath(path)):
+        return remote.read_npy(os.fspath(path), what)
     check_regular_file(path, f"npy {what} file")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -372,31 +384,52 @@ def csv_source(path: str | os.PathLike, is_cancelled: IsCancelled | None = None)
     """A ``label,path`` CSV; paths are relative to the CSV's folder.
 
     A row whose path cell is blank stays in the source, to be skipped with
-    that reason.
+    that reason. A CSV at a URL holds URLs, or paths relative to its folder URL.
     """
+    if remote.is_url(os.fspath(path)):
+        return _csv_rows(os.fspath(path), remote.read_text(os.fspath(path), "CSV file"),
+                         is_cancelled)
     path = Path(path)
     try:
         text = read_input(path, "CSV file", MAX_CSV_BYTES).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SourceError(f"CSV file {path} is not UTF-8 text (byte {exc.object[exc.start]:#x} "
                           f"at position {exc.start}); save it as UTF-8") from None
+    return _csv_rows(path, text, is_cancelled)
+
+
+def _csv_rows(path: Path | str, text: str, is_cancelled: IsCancelled | None) -> FileSource:
+    """The source of a CSV's text; ``path`` is the CSV's path or URL."""
+    base = remote.parent(path) if isinstance(path, str) else path.parent
+    name = remote.display(path) if isinstance(path, str) else path
+    short = posixpath.basename(name) if isinstance(path, str) else path.name
     rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1)
             if row and any(cell.strip() for cell in row)]
-    if rows and _is_header(rows[0][1], path.parent):
+    if rows and _is_header(rows[0][1], base):
         rows = rows[1:]
     if not rows:
-        raise SourceError(f"CSV file {path} lists no images; expected rows of label,path")
+        raise SourceError(f"CSV file {name} lists no images; expected rows of label,path")
     labels, paths, names = [], [], []
     for count, (line, row) in enumerate(rows):
         if count % CHECK_EVERY == 0:
             check_cancelled(is_cancelled)
         if len(row) < 2:
-            raise SourceError(f"{path}, line {line}: expected label,path but got "
+            raise SourceError(f"{name}, line {line}: expected label,path but got "
                               f"{','.join(row)!r}")
         labels.append(row[0].strip())
-        paths.append(locate(row[1].strip(), path.parent) if row[1].strip() else "")
-        names.append(f"{path.name}, line {line}")
+        paths.append(_locate_cell(row[1].strip(), base) if row[1].strip() else "")
+        names.append(f"{short}, line {line}")
     return FileSource(paths, np.array(labels, dtype=str), rows=names)
+
+
+def _locate_cell(cell: str, base: Path | str) -> str:
+    """A CSV cell's image: a URL as it is, a path from a CSV at a URL joined to its
+    folder URL, a local path found by :func:`locate`."""
+    if remote.is_url(cell):
+        return cell
+    if isinstance(base, str):
+        return remote.join(base, cell)
+    return str(locate(cell, base))
 
 
 def locate(path: str, base: Path) -> Path:
@@ -420,7 +453,7 @@ def locate(path: str, base: Path) -> Path:
     return next((c for c in candidates if c.exists()), candidates[0])
 
 
-def _is_header(row: list[str], base: Path) -> bool:
+def _is_header(row: list[str], base: Path | str) -> bool:
     """A first row of column names: known words, or a 'path' with no file extension
     that names no file."""
     if any(cell.strip().lower() in _HEADER_WORDS for cell in row[:2]):
@@ -428,6 +461,8 @@ def _is_header(row: list[str], base: Path) -> bool:
     if len(row) < 2:
         return False
     path = row[1].strip()
+    if remote.is_url(path) or isinstance(base, str):  # a request only without an extension
+        return not posixpath.splitext(path)[1] and not remote.exists(_locate_cell(path, base))
     return not Path(path).suffix and not locate(path, base).exists()
 
 
@@ -439,8 +474,11 @@ def folder_source(root: str | os.PathLike, is_cancelled: IsCancelled | None = No
     followed, and items keep the path as listed; a folder met again (a link
     loop, or a link to a folder already walked) is walked once. Every name
     with an image extension is an item, so a FIFO or a folder named
-    ``x.jpg`` is skipped with its reason when read.
+    ``x.jpg`` is skipped with its reason when read. ``root`` may be a folder
+    URL (a prefix with one sub-prefix per class), listed page by page.
     """
+    if remote.is_url(os.fspath(root)):
+        return _remote_folder(os.fspath(root), is_cancelled)
     root = Path(root)
     if not root.is_dir():
         raise SourceError(f"image folder {root} does not exist or is not a folder")
@@ -511,6 +549,21 @@ def _is_folder(entry: os.DirEntry) -> bool:
         return False
 
 
+def _is_image_name(name: str) -> bool:
+    return posixpath.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _remote_folder(root: str, is_cancelled: IsCancelled | None) -> FileSource:
+    labels, urls = [], []
+    for label, url in remote.walk(root, _is_image_name, lambda: check_cancelled(is_cancelled)):
+        labels.append(label)
+        urls.append(url)
+    if not urls:
+        raise SourceError(f"image folder {remote.display(root)} holds no images "
+                          f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return FileSource(urls, np.array(labels, dtype=str) if any(labels) else None)
+
+
 #: Input kinds, as the command line and the widgets name them.
 SOURCE_KINDS = ("folder", "csv", "npy")
 
@@ -536,7 +589,12 @@ def open_source(kind: str, path: str | os.PathLike, labels=None,
 
 
 def input_kind(path: str | os.PathLike) -> str:
-    """The kind of input a path names: a folder, or a file by its extension."""
+    """The kind of input a path names: a folder, or a file by its extension. A URL
+    that names no .csv or .npy file is a folder (a prefix)."""
+    if remote.is_url(os.fspath(path)):
+        suffix = posixpath.splitext(os.fspath(path).split("?")[0])[1].lower()
+        return "npy" if suffix == ".npy" else "csv" if suffix in (".csv", ".txt", ".tsv") \
+            else "folder"
     path = Path(path)
     if path.is_dir():
         return "folder"

@@ -29,7 +29,6 @@ from pathlib import Path
 
 from ..config import EmbedConfig
 from ..models.weights import file_digest, keras_models_dir, resolve_weights
-from ..pipeline.cache import default_cache_dir
 from ..runtimes import store
 from ..runtimes.base import converted_key
 
@@ -73,7 +72,7 @@ def pack(config: EmbedConfig, download=None) -> Shipment:
         kind = "imagenet" if config.weights == "imagenet" else "weights"
         files.append(_packed(kind, Path(weights).name, Path(weights)))
     if config.runtime != "keras":
-        converted = store.load(converted_key(config))
+        converted = store.load(converted_key(config), store.store_folder(config))
         if converted is not None:
             files.append(_packed("converted", converted_key(config), converted))
     return Shipment(tuple(files))
@@ -92,18 +91,19 @@ def install(shipment: Shipment | None, config: EmbedConfig) -> EmbedConfig:
         for shipped in shipment.files:
             key = (shipped.kind, shipped.sha256)
             if key not in _installed:
-                _installed[key] = _install(shipped)
+                _installed[key] = _install(shipped, config)
             if _installed[key] is not None:
                 config = config.with_(weights=_installed[key])
     return config
 
 
-def _install(shipped: ShippedFile) -> str | None:
+def _install(shipped: ShippedFile, config: EmbedConfig) -> str | None:
     if hashlib.sha256(shipped.data).hexdigest() != shipped.sha256:
         raise ShipmentError(f"the shipped {shipped.kind} file {shipped.name} arrived damaged")
     if shipped.kind == "converted":
-        if store.load(shipped.name) is None:
-            store.save(shipped.name, shipped.data)
+        folder = store.store_folder(config)
+        if store.load(shipped.name, folder) is None:
+            store.save(shipped.name, shipped.data, folder)
         return None
     if shipped.kind == "imagenet":
         target = keras_models_dir() / shipped.name
@@ -111,7 +111,7 @@ def _install(shipped: ShippedFile) -> str | None:
             _write(target, shipped.data)
         if file_digest(target, "sha256") == shipped.sha256:
             return None  # found by resolve_weights, under the job's own identity
-    target = default_cache_dir() / FOLDER / shipped.sha256 / shipped.name
+    target = config.cache_folder / FOLDER / shipped.sha256 / shipped.name
     if not target.is_file() or file_digest(target, "sha256") != shipped.sha256:
         _write(target, shipped.data)
     return str(target)

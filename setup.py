@@ -178,6 +178,9 @@ if __name__ == "__main__":
             "orangecontrib.transferembed.widgets": ["icons/*.svg", "icons/*.png"],
             # the workflows, and the drawn shapes they open (a folder and a npy pair)
             "orangecontrib.transferembed.tutorials": ["*.ows", "*.npy", "shapes/*/*.png"],
+            # MobileNet 0.25's ImageNet weights (Apache-2.0), with their licence and sha256
+            "orangecontrib.transferembed.models": ["bundled/*.h5", "bundled/*.sha256",
+                                                   "bundled/*.txt"],
         },
         data_files=help_data_files(),
         include_package_data=True,

@@ -1,11 +1,12 @@
-"""The public Python API: :func:`embed`, :func:`compare` and :func:`list_layers`."""
+"""The public Python API: :func:`embed`, :func:`compare`, :func:`validate` and
+:func:`list_layers`."""
 
 from __future__ import annotations
 
 import os
 
 from .config import DEFAULT_LAYER, DEFAULT_MEMORY_LIMIT, EmbedConfig
-from .jobs import run_job
+from .jobs import check, run_job
 from .models.weights import ByteProgress
 from .pipeline.engine import Hooks, IsCancelled, Notice, Progress
 from .pipeline.images import DEFAULT_RESIZE
@@ -58,17 +59,26 @@ def embed(source, model: str = "MobileNet", *, labels=None,
                          precision=precision, batch_size=batch_size,
                          memory_limit=memory_limit,
                          cache=cache if cache is not None else False)
+    check(config)  # before the input is opened
     hooks = Hooks(progress, is_cancelled, download_progress, status, notice)
     return run_job(as_source(source, labels, shape, is_cancelled), config, hooks,
                    client=client, shards=shards)
 
 
-def list_layers(model: str, alpha: float = 1.0):
-    """The layers of a backbone that can give features (imports TensorFlow)."""
-    from .models.builders import list_layers as layers
-    from .models.registry import get_backbone
+def validate(model: str = "MobileNet", **settings) -> EmbedConfig:
+    """Check every setting of :func:`embed` (``weights``, ``alpha``, ``layer``, ...) before
+    any work, and return them as an :class:`EmbedConfig`; a bad one raises a
+    :class:`~.errors.TransferEmbedError` with one message. Checking a layer name
+    builds the backbone once with random weights (seconds; then it is remembered)."""
+    return check(EmbedConfig(model=model, **settings))
 
-    return layers(get_backbone(model), alpha)
+
+def list_layers(model: str, alpha: float = 1.0):
+    """The layers of a backbone that can give features (imports TensorFlow the first
+    time; the list is then kept in the cache folder)."""
+    from .jobs import layers
+
+    return layers(model, alpha)
 
 
 def compare(source, candidates, *, labels=None, shape: tuple[int, int, int] | None = None,
@@ -89,6 +99,7 @@ def compare(source, candidates, *, labels=None, shape: tuple[int, int, int] | No
         candidates = comparing.parse_candidates(candidates)
     candidates = [c if isinstance(c, comparing.Candidate) else comparing.Candidate.parse(c)
                   for c in candidates]
+    comparing.check_candidates(candidates, settings)  # before the input is opened
     hooks = Hooks(progress, is_cancelled)
     scores = comparing.compare(as_source(source, labels, shape, is_cancelled), candidates,
                                settings, folds, hooks, client)

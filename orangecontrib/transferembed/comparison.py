@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import DEFAULT_LAYER, EmbedConfig
 from .errors import SettingsError, TransferEmbedError
-from .jobs import run_job
+from .jobs import check, run_job
 from .models.registry import get_backbone
 from .pipeline.engine import Hooks
 from .pipeline.results import EmbeddingResult
@@ -128,6 +128,13 @@ def candidate_config(candidate: Candidate, settings: dict) -> EmbedConfig:
     return EmbedConfig(model=backbone.name, layer=candidate.layer, **settings)
 
 
+def check_candidates(candidates: list[Candidate], settings: dict) -> None:
+    """Every candidate's settings, layer names included (:func:`.jobs.check`), before any
+    work: a misspelt backbone or layer stops the comparison with one message."""
+    for candidate in candidates:
+        check(candidate_config(candidate, settings))
+
+
 def score_candidate(source: Source, settings: dict, candidate: Candidate,
                     folds: int = DEFAULT_FOLDS, hooks: Hooks | None = None,
                     client=None) -> Score:
@@ -164,8 +171,7 @@ def compare(source: Source, candidates: list[Candidate], settings: dict,
     work. The scores come in the candidates' order (see :func:`ranked`).
     """
     hooks = hooks or Hooks()
-    for candidate in candidates:
-        candidate_config(candidate, settings)
+    check_candidates(candidates, settings)
     total, count = len(source), len(candidates)
     scores = []
     for k, candidate in enumerate(candidates):

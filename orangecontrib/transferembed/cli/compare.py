@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..cluster.connect import cluster_client
-from ..comparison import DEFAULT_FOLDS, best, compare, parse_candidates
+from ..comparison import DEFAULT_FOLDS, best, check_candidates, compare, parse_candidates
 from .args import (
     PROG,
     add_output_arguments,
@@ -57,6 +57,7 @@ def run_compare(argv: list[str]) -> int:
     out_dir = check_output(args.save_folder_path, args.save_name)
     candidates = parse_candidates(args.trained_model)
     settings = {**config_options(args), "alpha": args.alpha}
+    check_candidates(candidates, settings)
     source = source_from_args(args)
     with Reporter(args.quiet) as reporter, \
             cluster_client(args.scheduler, args.local_cluster) as client:

@@ -49,17 +49,8 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 
-
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread like Ctrl+C's KeyboardInterrupt."""
-
-
-
-
-
-
-
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,16 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
-
-
-
-
-
-
-
-
 def list_models() -> None:
     print(f"{'model':<20}{'features':>9}{'input':>7}{'min':>6}{'download':>10}  feature layer")
     for backbone in BACKBONES.values():
@@ -125,10 +106,10 @@ def list_models() -> None:
 
 
 def list_layers(name: str, alpha: float) -> None:
-    from ..models.builders import list_layers as layers
+    from ..jobs import layers
 
     backbone = get_backbone(name)
-    found = layers(backbone, alpha)
+    found = layers(backbone.name, alpha)
     print(f"Layers of {backbone.name}" + (f" (alpha {alpha:g})" if backbone.has_alpha else "")
           + " that give features; use one with --layer NAME:")
     print(f"{'layer':<40}{'features':>9}  output")
@@ -147,21 +128,17 @@ def run_embedding(args) -> int:
         return 0
     from ..cluster.connect import cluster_client
     from ..config import EmbedConfig
-    from ..jobs import run_job
+    from ..jobs import check, run_job
 
     out_dir = check_output(args.save_folder_path, args.save_name)
-    config = EmbedConfig(model=args.trained_model, alpha=args.alpha, layer=args.layer,
-                         **config_options(args))
+    config = check(EmbedConfig(model=args.trained_model, alpha=args.alpha, layer=args.layer,
+                               **config_options(args)))
     source = source_from_args(args)
     with Reporter(args.quiet) as reporter, \
             cluster_client(args.scheduler, args.local_cluster, args.shards) as client:
         result = run_job(source, config, reporter.hooks(), client=client, shards=args.shards)
     write_outputs(result, out_dir, args)
     return 0
-
-
-
-
 
 
 def sample_parser() -> argparse.ArgumentParser:

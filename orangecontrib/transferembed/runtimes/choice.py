@@ -78,7 +78,7 @@ def cancellable(build: Callable[[], Runtime], is_cancelled: Callable[[], bool] |
 
     Building a model or converting it takes seconds to minutes in TensorFlow,
     which cannot be interrupted; a cancelled build finishes in the background
-    (a conversion is still stored for the next run) and its result is dropped.
+    and its result is dropped, except a conversion, whose process is ended.
     """
     if is_cancelled is None:
         return build()
@@ -138,7 +138,7 @@ def _build(config: EmbedConfig, weights_path: str | None, status: Status | None,
     else:
         from .converted import converted_runtime
 
-        build = partial(converted_runtime, config, weights_path, status)
+        build = partial(converted_runtime, config, weights_path, status, is_cancelled)
     return cancellable(build, is_cancelled)
 
 
@@ -159,7 +159,7 @@ def prepare(config: EmbedConfig, hooks) -> EmbedConfig:
         return config
     weights = resolve_weights(config.backbone, config.weights, config.alpha, hooks.download)
     try:
-        model_file(config, weights, hooks.status)
+        model_file(config, weights, hooks.status, hooks.is_cancelled)
     except ConversionFailed as exc:
         hooks.tell(fallback_notice(config, str(exc)))
         return config.with_(runtime="keras", precision="fp32")

@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                                + " or another from --list-models (default: VGG16)")
     original.add_argument("-to-csv", "--save_csv", action="store_true",
                           help="write <name>.csv (header Class,n0,...) instead of the npy pair")
+    original.add_argument("-to-tab", "--save_tab", action="store_true",
+                          help="write <name>.tab, Orange's own format (Class the class "
+                               "variable, the features continuous, the settings in "
+                               "<name>.tab.metadata), instead of the npy pair")
     add_weights_argument(original)
     more = parser.add_argument_group("more options")
     more.add_argument("--layer", default=DEFAULT_LAYER,

@@ -95,5 +95,5 @@ def test_the_seed_compatible_csv_is_unchanged(table_csv, tmp_path):
     expected = "Class," + ",".join(f"n{i}" for i in range(256)) + "\n"
     for label, row in zip(labels, data, strict=True):
         cell = f'"{label}"' if "," in label else label
-        expected += cell + "," + ",".join("%.9g" % v for v in row.tolist()) + "\n"
+        expected += cell + "," + ",".join(f"{v:.9g}" for v in row.tolist()) + "\n"
     assert (out / "e.csv").read_text(encoding="utf-8") == expected

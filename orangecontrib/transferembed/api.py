@@ -83,15 +83,21 @@ def list_layers(model: str, alpha: float = 1.0):
 
 def compare(source, candidates, *, labels=None, shape: tuple[int, int, int] | None = None,
             folds: int = 5, progress: Progress | None = None,
-            is_cancelled: IsCancelled | None = None, client=None, **settings):
+            is_cancelled: IsCancelled | None = None, client=None, estimator=None,
+            **settings):
     """Embed ``source`` with each candidate and score it by cross-validation.
+
+    ``estimator`` is the scikit-learn classifier that scores each representation
+    (a clone per fold; it may have a ``name``); None is a standardised logistic
+    regression. Each score's ``scorer`` names it.
 
     ``candidates`` is a list (or comma-separated text) of ``"BACKBONE"`` or
     ``"BACKBONE:LAYER"``; ``settings`` are :func:`embed`'s (weights, alpha,
     input_size, runtime, ...), shared by every candidate. Returns
     :class:`~.comparison.Score` objects, best first: ``ca``, ``auc``, ``f1``,
-    ``ca_folds``, ``features``, ``seconds``, ``error`` (why a candidate has no
-    scores) and ``result`` (its :class:`EmbeddingResult`).
+    ``ca_folds``, ``features``, ``seconds`` (``cached`` where the cache served every
+    image), ``error`` (why a candidate has no scores), ``scorer`` and ``result`` (its
+    :class:`EmbeddingResult`).
     """
     from . import comparison as comparing
 
@@ -102,5 +108,5 @@ def compare(source, candidates, *, labels=None, shape: tuple[int, int, int] | No
     comparing.check_candidates(candidates, settings)  # before the input is opened
     hooks = Hooks(progress, is_cancelled)
     scores = comparing.compare(as_source(source, labels, shape, is_cancelled), candidates,
-                               settings, folds, hooks, client)
+                               settings, folds, hooks, client, estimator)
     return comparing.ranked(scores)

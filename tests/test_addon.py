@@ -131,7 +131,8 @@ def test_wheel_holds_workflows_and_help(wheel_names):
     data = f"orange3_transferembed-{__version__}.data/data/{HELP_DIR}/"
     help_files = {n.lower() for n in wheel_names if n.lower().startswith(data)}
     for page in ("index.html", "widgets/transfer-embedding.html",
-                 "widgets/compare-backbones.html", "widgets/images/transfer-embedding.png"):
+                 "widgets/compare-backbones.html", "widgets/images/transfer-embedding.png",
+                 "offline-weights.html"):
         assert data + page in help_files, page
 
 

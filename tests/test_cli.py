@@ -243,10 +243,19 @@ def test_sample_draws_rows_without_replacement(tmp_path, seed_toy):
     assert exc.value.code == 2
 
 
-def test_demo_runs_offline(tmp_path):
+def test_demo_runs_offline(tmp_path, empty_keras_home, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     assert main(["demo", "-dir", str(tmp_path)]) == 0
     rows = list(csv.reader(open(tmp_path / "demo.csv", encoding="utf-8")))
     assert len(rows) == 25 and {row[0] for row in rows[1:]} == {"circles", "squares"}
+    values = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    assert values.max() > 0.1  # the bundled ImageNet weights, not random ones (~1e-20)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -196,9 +196,10 @@ def run_demo(argv: list[str]) -> int:
                     "and the same as a npy pair (DIR/demo_images.npy, DIR/demo_labels.npy), "
                     "and embed it with MobileNet into DIR/demo.csv.")
     parser.add_argument("-dir", "--save_folder_path", default="transferembed-demo")
-    parser.add_argument("-weights", "--nn_weights", default="None",
-                        help="weights for the demo (default: None, random weights, so it "
-                             "runs offline; use imagenet for real features)")
+    parser.add_argument("-weights", "--nn_weights", default="imagenet",
+                        help="weights for the demo (default: imagenet, MobileNet 0.25's, "
+                             "which come with the package, so it runs offline; None for "
+                             "random weights)")
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's own start-up messages")
     args = parser.parse_args(argv)

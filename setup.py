@@ -108,10 +108,34 @@ line-height: 1.45; }} img {{ max-width: 100%; }} code {{ background: #f3f3f3; }}
 """
 
 
-def _online(match) -> str:
-    """A link from a widget's page to another page of the documentation: online."""
-    page = posixpath.normpath(posixpath.join("widgets", match.group(1)))
-    return f'href="{DOCS_URL}{page}.html{match.group(2) or ""}"'
+#: Pages of the documentation that the widgets' help links to, installed beside it, so
+#: that those links work offline (where they matter most: weights without internet).
+HELP_EXTRA_PAGES = ("offline-weights.md",)
+_LINK = r'href="([\w./-]+)\.md(#[\w-]+)?"'
+
+
+def _linker(folder: str):
+    """Links from a page in ``folder`` to other pages: local where the help carries
+    the page, else online."""
+    def link(match) -> str:
+        page = posixpath.normpath(posixpath.join(folder, match.group(1)))
+        anchor = match.group(2) or ""
+        if page + ".md" in HELP_EXTRA_PAGES:
+            return f'href="{posixpath.relpath(page, folder or ".")}.html{anchor}"'
+        return f'href="{DOCS_URL}{page}.html{anchor}"'
+    return link
+
+
+def _render_page(source: Path, page: Path, title: str, folder: str) -> str:
+    """One Markdown page as a help page; its HTML body."""
+    import markdown
+
+    body = markdown.markdown(source.read_text(encoding="utf-8"),
+                             extensions=["tables", "fenced_code"])
+    body = re.sub(_LINK, _linker(folder), body)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(HELP_PAGE.format(title=title, body=body), encoding="utf-8")
+    return body
 
 
 def render_help(out: Path = HERE / HELP_SOURCE) -> list[Path]:
@@ -119,19 +143,20 @@ def render_help(out: Path = HERE / HELP_SOURCE) -> list[Path]:
     in the index by its name); the files written. Needs Python-Markdown."""
     import shutil
 
-    import markdown
+    import markdown  # noqa: F401 - missing: no help (help_data_files)
 
     categories = json.loads((HERE / HELP_PAGES).read_text(encoding="utf-8"))
     links, written = [], []
+    for name in HELP_EXTRA_PAGES:
+        page = out / Path(name).with_suffix(".html")
+        _render_page(HERE / "doc" / name, page, Path(name).stem.replace("-", " ").title(), "")
+        written.append(page)
     for _category, widgets in categories:
         for widget in widgets:
             source = HERE / "doc" / widget["doc"]
-            body = markdown.markdown(source.read_text(encoding="utf-8"),
-                                     extensions=["tables", "fenced_code"])
-            body = re.sub(r'href="([\w./-]+)\.md(#[\w-]+)?"', _online, body)
             page = out / Path(widget["doc"]).with_suffix(".html")
-            page.parent.mkdir(parents=True, exist_ok=True)
-            page.write_text(HELP_PAGE.format(title=widget["text"], body=body), encoding="utf-8")
+            body = _render_page(source, page, widget["text"],
+                                posixpath.dirname(widget["doc"]))
             written.append(page)
             for image in re.findall(r'src="([^"]+)"', body):
                 found = (source.parent / image).resolve()
@@ -184,6 +209,9 @@ if __name__ == "__main__":
             "orangecontrib.transferembed.widgets": ["icons/*.svg", "icons/*.png"],
             # the workflows, and the drawn shapes they open (a folder and a npy pair)
             "orangecontrib.transferembed.tutorials": ["*.ows", "*.npy", "shapes/*/*.png"],
+            # MobileNet 0.25's ImageNet weights (Apache-2.0), with their licence and sha256
+            "orangecontrib.transferembed.models": ["bundled/*.h5", "bundled/*.sha256",
+                                                   "bundled/*.txt"],
         },
         data_files=help_data_files(),
         include_package_data=True,

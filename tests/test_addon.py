@@ -131,7 +131,8 @@ def test_wheel_holds_workflows_and_help(wheel_names):
     data = f"orange3_transferembed-{__version__}.data/data/{HELP_DIR}/"
     help_files = {n.lower() for n in wheel_names if n.lower().startswith(data)}
     for page in ("index.html", "widgets/transfer-embedding.html",
-                 "widgets/compare-backbones.html", "widgets/images/transfer-embedding.png"):
+                 "widgets/compare-backbones.html", "widgets/images/transfer-embedding.png",
+                 "offline-weights.html"):
         assert data + page in help_files, page
 
 
@@ -140,6 +141,21 @@ def test_sdist_carries_the_help(built):
     for page in ("doc/_help/index.html", "doc/_help/widgets/transfer-embedding.html",
                  "doc/_help/widgets/compare-backbones.html", "doc/widgets/compare-backbones.md"):
         assert page in names, page
+
+
+BUNDLED = ("mobilenet_2_5_224_tf_no_top.h5", "mobilenet_2_5_224_tf_no_top.h5.sha256",
+           "LICENSE-mobilenet_2_5_224_tf_no_top.txt")
+
+
+def test_wheel_and_sdist_carry_the_bundled_weights_and_licence(built, wheel_names):
+    """MobileNet 0.25's weights ship in both, with their licence and sha256 beside them."""
+    folder = "orangecontrib/transferembed/models/bundled/"
+    sdist = {name.split("/", 1)[1] for name in built["sdist"] if "/" in name}
+    for name in BUNDLED:
+        assert folder + name in wheel_names, name
+        assert folder + name in sdist, name
+    with zipfile.ZipFile(built["wheel"]) as archive:
+        assert archive.getinfo(folder + BUNDLED[0]).file_size == 2108140
 
 
 def test_wheel_metadata(wheel_metadata, built):

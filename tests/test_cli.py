@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -128,7 +129,9 @@ def test_failed_run_leaves_existing_outputs_alone(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["-n", "a/b"], "path separator"),
-    (["-tm", "NoSuchNet"], "Valid models: Xception, VGG16"),
+    (["-tm", "NoSuchNet"], "Unknown model 'NoSuchNet'. See transferembed --list-models"),
+    (["-tm", "MobileNot"], "Unknown model 'MobileNot'; did you mean 'MobileNet'?"),
+    (["-tm", "resnet5"], "did you mean 'ResNet50'?"),
     ([], "give exactly one input"),
     (["-b", "0"], "batch size"),
     (["--alpha", "0.3"], "alpha"),
@@ -240,10 +243,19 @@ def test_sample_draws_rows_without_replacement(tmp_path, seed_toy):
     assert exc.value.code == 2
 
 
-def test_demo_runs_offline(tmp_path):
+def test_demo_runs_offline(tmp_path, empty_keras_home, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     assert main(["demo", "-dir", str(tmp_path)]) == 0
     rows = list(csv.reader(open(tmp_path / "demo.csv", encoding="utf-8")))
     assert len(rows) == 25 and {row[0] for row in rows[1:]} == {"circles", "squares"}
+    values = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    assert values.max() > 0.1  # the bundled ImageNet weights, not random ones (~1e-20)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -272,6 +284,14 @@ def test_demo_prints_no_tensorflow_chatter(tmp_path):
     assert "Converting MobileNet to TFLite fp32" in proc.stderr  # the first run's stage
     assert (tmp_path / "demo" / "demo.csv").is_file()
     assert (tmp_path / "demo" / "demo_images.npy").is_file()
+    # it says what it is doing while TensorFlow loads, and the bar moves batch by batch
+    assert "Loading TensorFlow ..." in proc.stderr
+    states = proc.stderr.replace("\r", "\n")
+    assert all(f"| {n}/24 [" in states for n in (8, 16, 24)), states
+    rates = [float(v) if unit == "it/s" else 1 / float(v)
+             for v, unit in re.findall(r"([\d.]+)(it/s|s/it)", states)]
+    assert rates and max(rates) < 500, states  # not "16095 it/s" from the last batch alone
+    assert f"Wrote {(tmp_path / 'demo' / 'demo.csv').resolve()}" in proc.stdout
 
 
 def test_verbose_shows_tensorflow_messages(tmp_path):

@@ -147,8 +147,9 @@ def test_missing_weights_become_a_row_and_the_rest_runs(shapes, tmp_path, empty_
     scores = compare(shapes, "MobileNet,VGG16", folds=2, weights="imagenet", alpha=0.25,
                      cache=False, input_size=None)
     failed = {s.candidate.model: s for s in scores if s.error}
-    assert set(failed) == {"MobileNet", "VGG16"}
-    assert "mobilenet_2_5_224_tf_no_top.h5" in failed["MobileNet"].error
+    assert set(failed) == {"VGG16"}  # MobileNet 0.25's weights come with the package
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels.h5" in failed["VGG16"].error
+    assert "-tm MobileNet --alpha 0.25" in failed["VGG16"].error
     random = compare(shapes, ["MobileNet", "MobileNet:conv_pw_7_relu"], folds=2, **FAST)
     assert [s.error for s in random] == [None, None]
     assert all(s.result is not None and len(s.result) == 20 for s in random)
@@ -249,3 +250,91 @@ def test_compare_is_in_the_package_api():
 
     assert package.compare is compare
     assert os.path.basename(package.__file__) == "__init__.py"
+
+
+# --- the estimator, cached candidates, the report ---------------------------------------
+
+class _OnlyPredicts:
+    """A classifier with neither probabilities nor decision values, and a name."""
+
+    name = "majority"
+
+    def get_params(self, deep=True):
+        return {}
+
+    def set_params(self, **params):
+        return self
+
+    def fit(self, X, y):
+        values, counts = np.unique(y, return_counts=True)
+        self.classes_, self.majority_ = values, values[counts.argmax()]
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.majority_)
+
+
+def test_compare_scores_with_the_estimator_given(shapes):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(3)
+    (by_knn,) = compare(shapes, "MobileNet", folds=2, estimator=knn, **FAST)
+    assert by_knn.scorer == "KNeighborsClassifier" and not hasattr(knn, "classes_")
+    labels = [str(v) for v in by_knn.result.labels]
+    assert (by_knn.ca, by_knn.auc, by_knn.f1, by_knn.ca_folds) == cross_validate(
+        by_knn.result.embeddings, labels, 2, estimator=KNeighborsClassifier(3))
+    (default,) = compare(shapes, "MobileNet", folds=2, **FAST)
+    assert default.scorer == "logistic regression"
+    assert (default.ca, default.auc, default.f1, default.ca_folds) == cross_validate(
+        default.result.embeddings, labels, 2)
+    (named,) = compare(shapes, "MobileNet", folds=2, estimator=_OnlyPredicts(), **FAST)
+    assert named.scorer == "majority" and named.ca == 0.5 and named.auc is None
+
+
+def test_cached_candidates_are_marked(shapes, tmp_path, capsys):
+    from orangecontrib.transferembed.cli.report import rows, table
+
+    settings = {**FAST, "input_size": 64}
+    (first,) = compare(shapes, "MobileNet:conv_pw_5_relu", folds=2, **settings)
+    (again,) = compare(shapes, "MobileNet:conv_pw_5_relu", folds=2, **settings)
+    assert not first.cached and again.cached
+    row = rows([again])[0]
+    assert row["note"].startswith("cached") and row["scorer"] == "logistic regression"
+    printed = table([again])
+    assert "Scored by cross-validation of: logistic regression" in printed
+    assert printed.splitlines()[-1].split()[7] == "cached"  # the seconds column
+
+
+def test_compare_csv_says_which_estimator_scored(shapes, tmp_path):
+    out = tmp_path / "out"
+    assert main(["compare", "--folder", str(shapes), "-tm", "MobileNet", "--alpha", "0.25",
+                 "-weights", "None", "--input-size", "96", "--cv", "2", "-dir", str(out),
+                 "-n", "s", "-q"]) == 0
+    (row,) = csv.DictReader(open(out / "s_compare.csv", encoding="utf-8"))
+    assert row["scorer"] == "logistic regression"
+
+
+def test_chart_values_clear_of_the_error_bars():
+    from matplotlib.collections import LineCollection
+
+    from orangecontrib.transferembed.cli.report import chart
+    from orangecontrib.transferembed.comparison import Score
+
+    scores = [Score(Candidate("MobileNet", f"layer{i}"), features=256, ca=ca,
+                    ca_folds=[ca - sd, ca + sd])
+              for i, (ca, sd) in enumerate([(0.97, 0.05), (0.8, 0.15), (0.5, 0.3)])]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = chart(scores)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    (axes,) = figure.axes
+    labels = [text.get_window_extent(renderer) for text in axes.texts]
+    assert len(labels) == 3
+    bars = [segment for collection in axes.collections
+            if isinstance(collection, LineCollection)
+            for segment in axes.transData.transform(np.vstack(collection.get_segments()))]
+    right = max(x for x, _ in bars)
+    assert all(box.x0 > right for box in labels)  # every value right of every error bar
+    assert all(box.x1 <= figure.bbox.x1 for box in labels)  # and inside the picture

@@ -132,8 +132,14 @@ def test_weights_planted_in_tmp_are_not_loaded(tmp_path, monkeypatch):
         raise urllib.error.URLError("offline (test)")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
+    from orangecontrib.transferembed.models.weights import BUNDLED_DIR
+
+    # 0.25's weights come with the package: those, never the planted file
+    assert resolve_weights(get_backbone("MobileNet"), "imagenet", 0.25) == \
+        str(BUNDLED_DIR / MOBILENET_025)
+    planted.rename(planted.with_name(get_backbone("MobileNet").weights_filename(0.5)))
     with pytest.raises(WeightsUnavailableError) as info:
-        resolve_weights(get_backbone("MobileNet"), "imagenet", 0.25)
+        resolve_weights(get_backbone("MobileNet"), "imagenet", 0.5)
     assert str(home / ".keras" / "models") in str(info.value)  # looked in ~/.keras only
 
 
@@ -181,10 +187,11 @@ class _Response:
         return False
 
 
-@pytest.mark.parametrize("model, alpha", [("MobileNet", 0.25), ("MobileNet", 0.5)])
+@pytest.mark.parametrize("model, alpha", [("MobileNetV3Small", 1.0), ("MobileNet", 0.5)])
 def test_a_short_download_without_content_length_is_refused(empty_keras_home, monkeypatch,
                                                             model, alpha):
-    # 0.25 has a known hash; 0.5 has none, so the whole HDF5 file is read instead.
+    # MobileNetV3Small has a known hash (MobileNet 0.25's, also known, comes with the
+    # package); MobileNet 0.5 has none, so the whole HDF5 file is read instead.
     import h5py
 
     whole = empty_keras_home / "whole.h5"

@@ -150,7 +150,7 @@ def test_a_backbone_that_does_not_convert_runs_on_keras_with_a_notice(own_weight
     from orangecontrib.transferembed.runtimes import choice as runtimes
     from orangecontrib.transferembed.runtimes import converted
 
-    def broken(config, weights_path):
+    def broken(config, weights_path, is_cancelled=None):
         raise ConversionFailed("RuntimeError: no such op in TFLite (test)")
 
     monkeypatch.setattr(converted, "convert", broken)

@@ -175,3 +175,40 @@ def test_attribute_path_column_becomes_a_meta(tmp_path):
 def test_label_texts_keep_what_the_user_wrote():
     assert label_texts(np.array([b"ant", b"bee"])) == ["ant", "bee"]
     assert label_texts(np.array([0.123456789, 3.0])) == ["0.123456789", "3"]
+
+
+PROVENANCE = ("backbone", "width", "layer", "pooling", "weights", "input_size", "resize",
+              "runtime", "precision")
+
+
+def test_tables_record_what_made_their_features(tmp_path):
+    source = FileSource([str(tmp_path / "a.jpg")], np.array(["x"]))
+    config = EmbedConfig(model="MobileNet", alpha=0.25, layer="conv_pw_11_relu",
+                         pooling="max", weights=None, input_size=96, resize="stretch",
+                         runtime="keras")
+    result = EmbeddingResult(np.ones((1, 4), np.float32), np.array([0]), [], source, config)
+    attributes = embeddings_table(result).attributes
+    assert {key: attributes[key] for key in PROVENANCE} == {
+        "backbone": "MobileNet", "width": "0.25", "layer": "conv_pw_11_relu",
+        "pooling": "max", "weights": "random", "input_size": "96", "resize": "stretch",
+        "runtime": "keras", "precision": "fp32"}
+    other = embeddings_table(EmbeddingResult(result.embeddings, result.indices, [], source,
+                                             config.with_(layer="conv_pw_7_relu")))
+    assert other.attributes != attributes  # told apart
+
+
+def test_input_table_attributes_are_kept_beside_the_provenance(tmp_path):
+    weights = tmp_path / "mine.h5"
+    weights.write_bytes(b"my weights")
+    data = image_table(str(tmp_path), ["a.jpg"])
+    data.attributes = {"origin note": "from Import Images"}
+    result = EmbeddingResult(np.ones((1, 4), np.float32), np.array([0]), [],
+                             table_source(data, data.domain["image"]),
+                             EmbedConfig(weights=str(weights)))
+    attributes = embeddings_table(result, data).attributes
+    import hashlib
+
+    assert attributes["origin note"] == "from Import Images"
+    assert attributes["weights"] == "sha256:" + hashlib.sha256(b"my weights").hexdigest()
+    assert attributes["backbone"] == "MobileNet" and attributes["width"] == "1"
+    assert data.attributes == {"origin note": "from Import Images"}  # the input is untouched

@@ -10,7 +10,7 @@ Importing this package does not import TensorFlow; the first embedding does.
 
 import logging
 
-from .api import compare, embed, list_layers
+from .api import compare, embed, list_layers, validate
 from .config import EmbedConfig
 from .errors import (
     EmbeddingCancelled,
@@ -37,7 +37,8 @@ __version__ = "0.2.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "compare", "embed", "list_layers", "BACKBONES", "Backbone", "backbone_names", "get_backbone",
+    "compare", "embed", "list_layers", "validate", "BACKBONES", "Backbone", "backbone_names",
+    "get_backbone",
     "EmbedConfig", "EmbeddingResult", "Skipped", "EmbeddingCancelled", "SettingsError",
     "SourceError", "TransferEmbedError", "UnknownBackboneError", "WeightsUnavailableError",
     "ArraySource", "FileSource", "Source", "csv_source", "folder_source", "npy_source",

@@ -1,11 +1,12 @@
-"""The public Python API: :func:`embed`, :func:`compare` and :func:`list_layers`."""
+"""The public Python API: :func:`embed`, :func:`compare`, :func:`validate` and
+:func:`list_layers`."""
 
 from __future__ import annotations
 
 import os
 
 from .config import DEFAULT_LAYER, DEFAULT_MEMORY_LIMIT, EmbedConfig
-from .jobs import run_job
+from .jobs import check, run_job
 from .models.weights import ByteProgress
 from .pipeline.engine import Hooks, IsCancelled, Notice, Progress
 from .pipeline.images import DEFAULT_RESIZE
@@ -62,30 +63,45 @@ def embed(source, model: str = "MobileNet", *, labels=None,
                          precision=precision, batch_size=batch_size,
                          memory_limit=memory_limit, max_image_bytes=max_image_bytes,
                          cache=cache if cache is not None else False)
+    check(config)  # before the input is opened
     hooks = Hooks(progress, is_cancelled, download_progress, status, notice)
     return run_job(as_source(source, labels, shape, is_cancelled), config, hooks,
                    client=client, shards=shards)
 
 
-def list_layers(model: str, alpha: float = 1.0):
-    """The layers of a backbone that can give features (imports TensorFlow)."""
-    from .models.builders import list_layers as layers
-    from .models.registry import get_backbone
+def validate(model: str = "MobileNet", **settings) -> EmbedConfig:
+    """Check every setting of :func:`embed` (``weights``, ``alpha``, ``layer``, ...) before
+    any work, and return them as an :class:`EmbedConfig`; a bad one raises a
+    :class:`~.errors.TransferEmbedError` with one message. Checking a layer name
+    builds the backbone once with random weights (seconds; then it is remembered)."""
+    return check(EmbedConfig(model=model, **settings))
 
-    return layers(get_backbone(model), alpha)
+
+def list_layers(model: str, alpha: float = 1.0):
+    """The layers of a backbone that can give features (imports TensorFlow the first
+    time; the list is then kept in the cache folder)."""
+    from .jobs import layers
+
+    return layers(model, alpha)
 
 
 def compare(source, candidates, *, labels=None, shape: tuple[int, int, int] | None = None,
             folds: int = 5, progress: Progress | None = None,
-            is_cancelled: IsCancelled | None = None, client=None, **settings):
+            is_cancelled: IsCancelled | None = None, client=None, estimator=None,
+            **settings):
     """Embed ``source`` with each candidate and score it by cross-validation.
+
+    ``estimator`` is the scikit-learn classifier that scores each representation
+    (a clone per fold; it may have a ``name``); None is a standardised logistic
+    regression. Each score's ``scorer`` names it.
 
     ``candidates`` is a list (or comma-separated text) of ``"BACKBONE"`` or
     ``"BACKBONE:LAYER"``; ``settings`` are :func:`embed`'s (weights, alpha,
     input_size, runtime, ...), shared by every candidate. Returns
     :class:`~.comparison.Score` objects, best first: ``ca``, ``auc``, ``f1``,
-    ``ca_folds``, ``features``, ``seconds``, ``error`` (why a candidate has no
-    scores) and ``result`` (its :class:`EmbeddingResult`).
+    ``ca_folds``, ``features``, ``seconds`` (``cached`` where the cache served every
+    image), ``error`` (why a candidate has no scores), ``scorer`` and ``result`` (its
+    :class:`EmbeddingResult`).
     """
     from . import comparison as comparing
 
@@ -93,7 +109,8 @@ def compare(source, candidates, *, labels=None, shape: tuple[int, int, int] | No
         candidates = comparing.parse_candidates(candidates)
     candidates = [c if isinstance(c, comparing.Candidate) else comparing.Candidate.parse(c)
                   for c in candidates]
+    comparing.check_candidates(candidates, settings)  # before the input is opened
     hooks = Hooks(progress, is_cancelled)
     scores = comparing.compare(as_source(source, labels, shape, is_cancelled), candidates,
-                               settings, folds, hooks, client)
+                               settings, folds, hooks, client, estimator)
     return comparing.ranked(scores)

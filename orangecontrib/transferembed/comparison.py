@@ -1,10 +1,12 @@
 """Comparing representations: embed with several backbones and layers, and score each.
 
 Each candidate (a backbone, or ``BACKBONE:LAYER``) is embedded once, through
-the cache, and scored by stratified K-fold cross-validation of a standardised
-logistic regression with a fixed seed: classification accuracy (CA), the area
-under the ROC curve (AUC; one against the rest, averaged over the classes for
-more than two) and F1 (weighted by class size), each the mean over the folds.
+the cache, and scored by stratified K-fold cross-validation with a fixed seed,
+of a clone of the scikit-learn estimator given (by default a standardised
+logistic regression): classification accuracy (CA), the area under the ROC
+curve (AUC; one against the rest, averaged over the classes for more than two;
+none for an estimator that gives neither probabilities nor decision values)
+and F1 (weighted by class size), each the mean over the folds.
 A candidate that cannot be embedded (its weights missing offline, an unknown
 layer) becomes a row with the reason; the others still run.
 """
@@ -18,7 +20,7 @@ import numpy as np
 
 from .config import DEFAULT_LAYER, EmbedConfig
 from .errors import SettingsError, TransferEmbedError
-from .jobs import run_job
+from .jobs import check, run_job
 from .models.registry import get_backbone
 from .pipeline.engine import Hooks
 from .pipeline.results import EmbeddingResult
@@ -27,6 +29,8 @@ from .writers import label_texts
 
 DEFAULT_FOLDS = 5
 SEED = 0
+#: Who scores when no estimator is given.
+DEFAULT_SCORER = "logistic regression"
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,17 @@ class Score:
     seconds: float = 0.0  #: time to embed (short when served from the cache)
     error: str | None = None  #: why it has no scores
     result: EmbeddingResult | None = None
+    scorer: str = DEFAULT_SCORER  #: the estimator that scored, in a few words
 
     @property
     def spread(self) -> float | None:
         return float(np.std(self.ca_folds)) if self.ca_folds else None
+
+    @property
+    def cached(self) -> bool:
+        """Whether every embedding came from the cache (so ``seconds`` is short)."""
+        return self.result is not None and len(self.result) > 0 \
+            and self.result.n_cached == len(self.result)
 
 
 def parse_candidates(text: str) -> list[Candidate]:
@@ -89,14 +100,58 @@ def folds_for(labels: list[str], folds: int) -> int:
     return int(min(folds, counts.min()))
 
 
-def cross_validate(embeddings: np.ndarray, labels: list[str], folds: int = DEFAULT_FOLDS,
-                   seed: int = SEED) -> tuple[float, float, float, list[float]]:
-    """Mean CA, AUC and F1 over stratified folds, and each fold's CA."""
+def default_estimator():
+    """The probe that scores by default: a standardised logistic regression."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+
+
+def scorer_name(estimator) -> str:
+    """A short name of an estimator: its ``name`` attribute where it has one (an
+    adapted Orange learner), else its class (a pipeline's last step's)."""
+    if estimator is None:
+        return DEFAULT_SCORER
+    name = getattr(estimator, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    steps = getattr(estimator, "steps", None)
+    final = steps[-1][1] if steps else estimator
+    return type(final).__name__
+
+
+def _auc(model, X: np.ndarray, y: np.ndarray) -> float | None:
+    """The fold's AUC from probabilities, else decision values; None with neither."""
+    from sklearn.metrics import roc_auc_score
+
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        return None
+    if hasattr(model, "predict_proba"):
+        values = model.predict_proba(X)
+    elif hasattr(model, "decision_function"):
+        values = model.decision_function(X)
+    else:
+        return None
+    if len(classes) == 2:
+        values = values[:, 1] if np.ndim(values) == 2 else values
+        return float(roc_auc_score(y == classes[1], values))
+    if not hasattr(model, "predict_proba"):
+        return None  # one-against-rest AUC needs probabilities
+    return float(roc_auc_score(y, values, multi_class="ovr", labels=classes))
+
+
+def cross_validate(embeddings: np.ndarray, labels: list[str], folds: int = DEFAULT_FOLDS,
+                   seed: int = SEED, estimator=None
+                   ) -> tuple[float, float | None, float, list[float]]:
+    """Mean CA, AUC and F1 over stratified folds, and each fold's CA, of a clone of
+    ``estimator`` (a scikit-learn classifier; None: :func:`default_estimator`) fitted on
+    each fold's training part."""
+    from sklearn.base import clone
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.model_selection import StratifiedKFold
 
     y = np.asarray(labels)
     X = np.asarray(embeddings, np.float64)
@@ -104,18 +159,14 @@ def cross_validate(embeddings: np.ndarray, labels: list[str], folds: int = DEFAU
                                random_state=seed)
     cas, aucs, f1s = [], [], []
     for train, test in splitter.split(X, y):
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        model = default_estimator() if estimator is None else clone(estimator)
         model.fit(X[train], y[train])
-        predicted, proba = model.predict(X[test]), model.predict_proba(X[test])
+        predicted = np.asarray(model.predict(X[test]))
         cas.append(accuracy_score(y[test], predicted))
         f1s.append(f1_score(y[test], predicted, average="weighted"))
-        classes = model.classes_
-        if len(classes) == 2:
-            aucs.append(roc_auc_score(y[test] == classes[1], proba[:, 1]))
-        else:
-            aucs.append(roc_auc_score(y[test], proba, multi_class="ovr", labels=classes))
-    return float(np.mean(cas)), float(np.mean(aucs)), float(np.mean(f1s)), \
-        [float(v) for v in cas]
+        aucs.append(_auc(model, X[test], y[test]))
+    auc = None if None in aucs else float(np.mean(aucs))
+    return float(np.mean(cas)), auc, float(np.mean(f1s)), [float(v) for v in cas]
 
 
 def candidate_config(candidate: Candidate, settings: dict) -> EmbedConfig:
@@ -128,12 +179,18 @@ def candidate_config(candidate: Candidate, settings: dict) -> EmbedConfig:
     return EmbedConfig(model=backbone.name, layer=candidate.layer, **settings)
 
 
+def check_candidates(candidates: list[Candidate], settings: dict) -> None:
+    """Every candidate's settings, layer names included (:func:`.jobs.check`), before any
+    work: a misspelt backbone or layer stops the comparison with one message."""
+    for candidate in candidates:
+        check(candidate_config(candidate, settings))
+
+
 def score_candidate(source: Source, settings: dict, candidate: Candidate,
                     folds: int = DEFAULT_FOLDS, hooks: Hooks | None = None,
-                    client=None) -> Score:
-    """Embed ``source`` with one candidate and score it."""
-
-    score = Score(candidate)
+                    client=None, estimator=None) -> Score:
+    """Embed ``source`` with one candidate and score it with ``estimator``."""
+    score = Score(candidate, scorer=scorer_name(estimator))
     started = time.perf_counter()
     try:
         result = run_job(source, candidate_config(candidate, settings), hooks, client=client)
@@ -148,15 +205,18 @@ def score_candidate(source: Source, settings: dict, candidate: Candidate,
         return score
     try:
         score.ca, score.auc, score.f1, score.ca_folds = cross_validate(
-            result.embeddings, label_texts(result.labels, len(result)), folds)
+            result.embeddings, label_texts(result.labels, len(result)), folds,
+            estimator=estimator)
     except SettingsError as exc:
         score.error = str(exc)
     return score
 
 
 def compare(source: Source, candidates: list[Candidate], settings: dict,
-            folds: int = DEFAULT_FOLDS, hooks: Hooks | None = None, client=None) -> list[Score]:
-    """Score every candidate on ``source``; progress runs over all of them.
+            folds: int = DEFAULT_FOLDS, hooks: Hooks | None = None, client=None,
+            estimator=None) -> list[Score]:
+    """Score every candidate on ``source`` with a clone of ``estimator`` (a scikit-learn
+    classifier; None: a standardised logistic regression); progress runs over all.
 
     ``settings`` are the :class:`EmbedConfig` settings the candidates share
     (weights, alpha, input size, runtime, ...). Each candidate's backbone is
@@ -164,8 +224,7 @@ def compare(source: Source, candidates: list[Candidate], settings: dict,
     work. The scores come in the candidates' order (see :func:`ranked`).
     """
     hooks = hooks or Hooks()
-    for candidate in candidates:
-        candidate_config(candidate, settings)
+    check_candidates(candidates, settings)
     total, count = len(source), len(candidates)
     scores = []
     for k, candidate in enumerate(candidates):
@@ -175,7 +234,8 @@ def compare(source: Source, candidates: list[Candidate], settings: dict,
         step = Hooks(lambda done, _total, k=k: hooks.report(k * total + done, count * total),
                      hooks.is_cancelled, hooks.download, hooks.status, hooks.notice,
                      hooks.notices)
-        scores.append(score_candidate(source, settings, candidate, folds, step, client))
+        scores.append(score_candidate(source, settings, candidate, folds, step, client,
+                                      estimator))
     hooks.report(count * total, count * total)
     return scores
 

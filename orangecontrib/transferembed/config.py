@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import SettingsError
 from .models.registry import Backbone, get_backbone
-from .models.weights import normalize_weights, weights_identity
+from .models.weights import file_digest, normalize_weights, weights_identity
 from .pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
 from .pipeline.sources import DEFAULT_MAX_IMAGE_BYTES
 
@@ -121,6 +121,21 @@ class EmbedConfig:
     def embedding_key(self, calibration: str = "") -> str:
         """What the cache key needs besides the image: the model and the preprocessing."""
         return f"{self.model_key()}|resize={self.resize}|calibration={calibration}"
+
+    def provenance(self) -> dict[str, str]:
+        """What made the features, as text, for a table's attributes: backbone, width,
+        layer, pooling, weights (``imagenet``, ``random`` or the file's sha256), input
+        size, resize, runtime and precision (those that ran, once a job resolved them)."""
+        if self.weights is None:
+            weights = "random"
+        elif self.weights == "imagenet":
+            weights = "imagenet"
+        else:
+            weights = "sha256:" + file_digest(Path(self.weights), "sha256")
+        return {"backbone": self.model, "width": f"{self.alpha:g}", "layer": self.layer,
+                "pooling": self.pooling, "weights": weights,
+                "input_size": str(self.input_size), "resize": self.resize,
+                "runtime": self.runtime, "precision": self.precision}
 
     def with_(self, **changes) -> EmbedConfig:
         return replace(self, **changes)

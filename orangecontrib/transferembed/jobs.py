@@ -4,11 +4,38 @@ from __future__ import annotations
 
 import os
 
-from .config import EmbedConfig
+from .config import EmbedConfig, default_cache_dir
 from .pipeline import engine
 from .pipeline.engine import Hooks
 from .pipeline.results import EmbeddingResult
 from .pipeline.sources import Source
+
+#: The folder (under the cache folder) that keeps each backbone's layer names.
+LAYERS_FOLDER = "layers"
+
+
+def check(config: EmbedConfig) -> EmbedConfig:
+    """Check the settings that :class:`EmbedConfig` cannot check alone, before any
+    conversion, download or image read: the layer (by the backbone's layer names,
+    built once with random weights and kept), and the runtime and precision here.
+    Raises :class:`~.errors.SettingsError`; returns ``config``. The faces call it
+    before they open an input; :func:`run_job` calls it too."""
+    from .models.layers import check_layer
+    from .runtimes.choice import resolve
+
+    resolve(config)  # the keras runtime's int8, openvino not installed
+    if not config.default_layer:
+        check_layer(config.backbone, config.alpha, config.layer,
+                    config.cache_folder / LAYERS_FOLDER)
+    return config
+
+
+def layers(model: str, alpha: float = 1.0):
+    """The layers of a backbone that can give features, kept once listed."""
+    from .models.layers import known_layers
+    from .models.registry import get_backbone
+
+    return known_layers(get_backbone(model), alpha, default_cache_dir() / LAYERS_FOLDER)
 
 
 def run_job(source: Source, config: EmbedConfig, hooks: Hooks | None = None, *,
@@ -16,6 +43,7 @@ def run_job(source: Source, config: EmbedConfig, hooks: Hooks | None = None, *,
     """Run a job in this process, or on a Dask cluster when ``client`` (a client or a
     scheduler address) or ``shards`` (a folder of part files) is given."""
     hooks = hooks or Hooks()
+    check(config)
     if client is None and shards is None:
         return engine.run(source, config, hooks)
     from .cluster.distributed import run_distributed  # needs the [dask] extra

@@ -1,4 +1,5 @@
-"""Writing results: the npy pair, CSV and the skipped list, all atomically.
+"""Writing results: the npy pair, CSV, Orange's tab file and the skipped list, all
+atomically.
 
 Every file is written under a temporary name in its target folder and then
 renamed over the target, so a failed or interrupted run never leaves a
@@ -169,10 +170,44 @@ def write_csv(result: EmbeddingResult, folder: str | os.PathLike, name: str) -> 
     return path
 
 
-def _csv_cell(text: str) -> str:
+def _csv_cell(text: str, delimiter: str = ",") -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow([text])
+    csv.writer(buffer, delimiter=delimiter, lineterminator="").writerow([text])
     return buffer.getvalue()
+
+
+def tab_paths(folder: Path, name: str) -> tuple[Path, Path]:
+    """``<name>.tab`` and the ``<name>.tab.metadata`` where Orange keeps its attributes."""
+    return folder / f"{name}.tab", folder / f"{name}.tab.metadata"
+
+
+def write_tab(result: EmbeddingResult, folder: str | os.PathLike,
+              name: str) -> tuple[Path, Path]:
+    """``<name>.tab``, Orange's native format: ``Class`` the class variable (discrete),
+    ``n0..`` continuous features; and ``<name>.tab.metadata``, the table's attributes
+    (the settings that made it, :meth:`~.EmbedConfig.provenance`) as Orange writes
+    them in text: one ``key: value`` a line. Orange's File widget reads both."""
+    tab, metadata = tab_paths(Path(folder), name)
+    embeddings, features = result.embeddings, result.feature_names
+    row_format = "\t".join(["%.9g"] * embeddings.shape[1]) + "\n"
+    labels = [_csv_cell(text, "\t") if text else "?"
+              for text in label_texts(result.labels, len(result))]
+    attributes = result.config.provenance()
+
+    def write(tab_file, metadata_file):
+        tab_file.write("\t".join(["Class", *features]) + "\n")
+        tab_file.write("\t".join(["discrete", *["continuous"] * len(features)]) + "\n")
+        tab_file.write("\t".join(["class", *[""] * len(features)]) + "\n")
+        for start in range(0, len(labels), CSV_BLOCK_ROWS):
+            stop = start + CSV_BLOCK_ROWS
+            block = np.asarray(embeddings[start:stop], np.float32).tolist()
+            tab_file.write("".join(label + "\t" + row_format % tuple(row)
+                                   for label, row in zip(labels[start:stop], block,
+                                                         strict=True)))
+        metadata_file.write("\n".join(f"{key}: {value}" for key, value in attributes.items()))
+
+    write_atomically([tab, metadata], write, mode="w")
+    return tab, metadata
 
 
 def skipped_path(folder: str | os.PathLike, name: str) -> Path:

@@ -108,7 +108,7 @@ def check_output(folder: str, name: str | None) -> Path:
             pass
     except OSError as exc:
         raise fail(f"cannot write to -dir {folder}: {exc.strerror or exc}") from None
-    return path
+    return path.resolve()
 
 
 def input_size(text: str) -> int | str | None:

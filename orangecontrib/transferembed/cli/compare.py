@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..cluster.connect import cluster_client
-from ..comparison import DEFAULT_FOLDS, best, compare, parse_candidates
+from ..comparison import DEFAULT_FOLDS, best, check_candidates, compare, parse_candidates
 from .args import (
     PROG,
     add_output_arguments,
@@ -17,7 +17,7 @@ from .args import (
     config_options,
     source_from_args,
 )
-from .outputs import write_outputs
+from .outputs import name_outputs, write_outputs
 from .progress import Reporter
 from .report import table, write_chart, write_scores
 
@@ -43,6 +43,9 @@ def compare_parser() -> argparse.ArgumentParser:
                               "and <name>_labels.npy (or <name>.csv with -to-csv)")
     options.add_argument("-to-csv", "--save_csv", action="store_true",
                          help="with --save-best: write <name>.csv instead of the npy pair")
+    options.add_argument("-to-tab", "--save_tab", action="store_true",
+                         help="with --save-best: write <name>.tab (Orange's format) instead "
+                              "of the npy pair")
     output = parser.add_argument_group("output and how to embed")
     add_output_arguments(output, "transferfeature")
     add_run_arguments(output)
@@ -57,6 +60,7 @@ def run_compare(argv: list[str]) -> int:
     out_dir = check_output(args.save_folder_path, args.save_name)
     candidates = parse_candidates(args.trained_model)
     settings = {**config_options(args), "alpha": args.alpha}
+    check_candidates(candidates, settings)
     source = source_from_args(args)
     with Reporter(args.quiet) as reporter, \
             cluster_client(args.scheduler, args.local_cluster) as client:
@@ -64,7 +68,8 @@ def run_compare(argv: list[str]) -> int:
     csv_path = write_scores(scores, out_dir, args.save_name)
     chart = write_chart(scores, out_dir, args.save_name) if best(scores) else None
     print(table(scores))
-    print(f"\nScores in {csv_path}" + (f", chart in {chart}" if chart else ""))
+    print()
+    name_outputs([csv_path, *([chart] if chart else [])])
     top = best(scores)
     if top is None:
         print(f"{PROG}: no candidate could be scored", file=sys.stderr)

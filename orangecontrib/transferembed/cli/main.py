@@ -47,19 +47,12 @@ from .progress import Reporter
 
 EXIT_TERMINATED = 128 + signal.SIGTERM
 EXIT_INTERRUPTED = 128 + signal.SIGINT
-
+#: The demo's batch: its 24 images move the bar three times.
+DEMO_BATCH = 8
 
 
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread like Ctrl+C's KeyboardInterrupt."""
-
-
-
-
-
-
-
-
 
 
 def installed_version() -> str:
@@ -88,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                                + " or another from --list-models (default: VGG16)")
     original.add_argument("-to-csv", "--save_csv", action="store_true",
                           help="write <name>.csv (header Class,n0,...) instead of the npy pair")
+    original.add_argument("-to-tab", "--save_tab", action="store_true",
+                          help="write <name>.tab, Orange's own format (Class the class "
+                               "variable, the features continuous, the settings in "
+                               "<name>.tab.metadata), instead of the npy pair")
     add_weights_argument(original)
     more = parser.add_argument_group("more options")
     more.add_argument("--layer", default=DEFAULT_LAYER,
@@ -110,16 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
-
-
-
-
-
-
-
-
 def list_models() -> None:
     print(f"{'model':<20}{'features':>9}{'input':>7}{'min':>6}{'download':>10}  feature layer")
     for backbone in BACKBONES.values():
@@ -133,10 +120,10 @@ def list_models() -> None:
 
 
 def list_layers(name: str, alpha: float) -> None:
-    from ..models.builders import list_layers as layers
+    from ..jobs import layers
 
     backbone = get_backbone(name)
-    found = layers(backbone, alpha)
+    found = layers(backbone.name, alpha)
     print(f"Layers of {backbone.name}" + (f" (alpha {alpha:g})" if backbone.has_alpha else "")
           + " that give features; use one with --layer NAME:")
     print(f"{'layer':<40}{'features':>9}  output")
@@ -155,21 +142,17 @@ def run_embedding(args) -> int:
         return 0
     from ..cluster.connect import cluster_client
     from ..config import EmbedConfig
-    from ..jobs import run_job
+    from ..jobs import check, run_job
 
     out_dir = check_output(args.save_folder_path, args.save_name)
-    config = EmbedConfig(model=args.trained_model, alpha=args.alpha, layer=args.layer,
-                         **config_options(args))
+    config = check(EmbedConfig(model=args.trained_model, alpha=args.alpha, layer=args.layer,
+                               **config_options(args)))
     source = source_from_args(args)
     with Reporter(args.quiet) as reporter, \
             cluster_client(args.scheduler, args.local_cluster, args.shards) as client:
         result = run_job(source, config, reporter.hooks(), client=client, shards=args.shards)
     write_outputs(result, out_dir, args)
     return 0
-
-
-
-
 
 
 def sample_parser() -> argparse.ArgumentParser:
@@ -221,9 +204,10 @@ def run_demo(argv: list[str]) -> int:
                     "and the same as a npy pair (DIR/demo_images.npy, DIR/demo_labels.npy), "
                     "and embed it with MobileNet into DIR/demo.csv.")
     parser.add_argument("-dir", "--save_folder_path", default="transferembed-demo")
-    parser.add_argument("-weights", "--nn_weights", default="None",
-                        help="weights for the demo (default: None, random weights, so it "
-                             "runs offline; use imagenet for real features)")
+    parser.add_argument("-weights", "--nn_weights", default="imagenet",
+                        help="weights for the demo (default: imagenet, MobileNet 0.25's, "
+                             "which come with the package, so it runs offline; None for "
+                             "random weights)")
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's own start-up messages")
     args = parser.parse_args(argv)
@@ -235,7 +219,8 @@ def run_demo(argv: list[str]) -> int:
     print(f"Made {images} demo images in {out_dir / 'images'}, and the npy pair "
           f"{out_dir / 'demo_images.npy'} with {out_dir / 'demo_labels.npy'}")
     return main(["--folder", str(out_dir / "images"), "-tm", "MobileNet", "--alpha", "0.25",
-                 "-weights", args.nn_weights, "-dir", str(out_dir), "-n", "demo", "-to-csv",
+                 "-b", str(DEMO_BATCH), "-weights", args.nn_weights, "-dir", str(out_dir),
+                 "-n", "demo", "-to-csv",
                  *(["--verbose"] if args.verbose else [])])
 
 

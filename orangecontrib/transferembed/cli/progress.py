@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import sys
+import time
 
+from ..models import tfimport
 from ..pipeline.engine import Hooks
 
 
 class Reporter:
-    """Bars for the embedding and a weights download, and one line per stage or notice."""
+    """Bars for the embedding and a weights download, and one line per stage or notice
+    (loading TensorFlow among them). The bar's rate counts from the run's start."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.bar = self.download = None
+        self.started = time.time()
 
     def __enter__(self) -> Reporter:
+        self.started = time.time()
+        tfimport.announce_loading(self.status)
         return self
 
     def __exit__(self, *exc) -> None:
+        tfimport.announce_loading(None)
         for bar in (self.download, self.bar):
             if bar is not None:
                 bar.close()
@@ -45,9 +52,11 @@ class Reporter:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc="Generating embeddings", file=sys.stderr,
-                            ascii=" #", dynamic_ncols=True,
+                            ascii=" #", dynamic_ncols=True, mininterval=0,
                             bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} "
                                        "[{elapsed}<{remaining}, {rate_fmt}]")
+            # from the run's start, not the first batch's end: no false rate
+            self.bar.start_t = self.bar.last_print_t = self.started
         self.bar.update(done - self.bar.n)
 
     def download_progress(self, done: int, total: int) -> None:

@@ -274,8 +274,15 @@ def get_backbone(name: str | Backbone) -> Backbone:
         return name
     backbone = _BY_LOWER.get(str(name).strip().lower())
     if backbone is None:
+        import difflib
+
+        close = difflib.get_close_matches(str(name).strip().lower(), _BY_LOWER, n=1,
+                                          cutoff=0.6)
+        hint = f"; did you mean {_BY_LOWER[close[0]].name!r}?" if close else "."
         raise UnknownBackboneError(
-            f"Unknown model {name!r}. Valid models: {', '.join(BACKBONES)}")
+            f"Unknown model {name!r}{hint} See transferembed --list-models for all "
+            f"{len(BACKBONES)}; the original tool's: {', '.join(ORIGINAL_BACKBONES)}",
+            f"Unknown model {name!r}{hint}")
     return backbone
 
 

@@ -4,7 +4,10 @@
 ``$KERAS_HOME/models/<file>`` (``~/.keras/models`` by default, and
 ``/tmp/.keras/models`` only where the home folder cannot be written, as
 Keras decides), so a file a user or Keras already downloaded is reused and
-one we download is reused by Keras. Weights are never loaded from a folder,
+one we download is reused by Keras. MobileNet's ImageNet weights at width
+0.25 come with the package (:data:`BUNDLED_DIR`, Apache-2.0, their licence and
+sha256 beside them), so that a first run works offline; a user's own copy in
+Keras' cache is preferred. Weights are never loaded from a folder,
 or a file, that other users can write; and a file is checked against the hash
 Keras publishes for it, where Keras has one. The download is ours so that it
 reports progress in bytes and fails with a message that says what to do.
@@ -30,6 +33,11 @@ from .registry import Backbone
 ByteProgress = Callable[[int, int], None]
 DOWNLOAD_TIMEOUT_S = 30
 _CHUNK = 1 << 20
+#: The weights that ship inside the package, their licence and sha256 beside them.
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+#: The backbone and width whose ImageNet weights are in :data:`BUNDLED_DIR`.
+BUNDLED = ("MobileNet", 0.25)
+BUNDLED_HINT_CLI = "-tm MobileNet --alpha 0.25"
 #: Random weights are seeded, so that ``weights=None`` runs are reproducible.
 RANDOM_SEED = 0
 _digests: dict[tuple[str, str, int, int], str] = {}  #: (algorithm, path, size, mtime) -> hex
@@ -106,12 +114,18 @@ def check_private(file: Path, top: Path | None = None) -> None:
                 f"only you can write (set KERAS_HOME to it), or fix its permissions.")
 
 
+def bundled_file(backbone: Backbone, alpha: float = 1.0) -> Path | None:
+    """The ImageNet weights file shipped in the package for this backbone, if any."""
+    path = BUNDLED_DIR / backbone.weights_filename(alpha)
+    return path if path.is_file() else None
+
+
 def find_imagenet_file(backbone: Backbone, alpha: float = 1.0) -> Path | None:
-    """The cached ImageNet weights file, if Keras' cache already has it."""
+    """The ImageNet weights file on this machine: Keras' cache, else the package's own."""
     path = keras_models_dir() / backbone.weights_filename(alpha)
     if path.is_file() and path.stat().st_size > 0:
         return path
-    return None
+    return bundled_file(backbone, alpha)
 
 
 def offline_message(backbone: Backbone, alpha: float, reason: str) -> WeightsUnavailableError:
@@ -121,9 +135,13 @@ def offline_message(backbone: Backbone, alpha: float, reason: str) -> WeightsUna
             f"Download {name} ({backbone.download_size(alpha):g} MB) from\n  "
             f"{backbone.weights_url(alpha)}\non a machine with internet access and put it "
             f"in {keras_models_dir()}/ (that is $KERAS_HOME/models/), ")
-    return WeightsUnavailableError(
-        head + "or pass its path with -weights PATH. Use -weights None for random weights.",
-        head + "or choose it under Weights › File…. Or use Weights › None (random).")
+    cli = head + "or pass its path with -weights PATH. Use -weights None for random weights."
+    gui = head + "or choose it under Weights › File…. Or use Weights › None (random)."
+    if (backbone.name, float(alpha)) != BUNDLED:
+        cli += f"\nOr start at once with the bundled weights: {BUNDLED_HINT_CLI}"
+        gui += ("\nOr start at once with MobileNet at width 0.25, whose weights come with "
+                "the add-on.")
+    return WeightsUnavailableError(cli, gui)
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -153,7 +171,7 @@ def matches_published_hash(backbone: Backbone, alpha: float, path: Path) -> bool
 
 def verify(backbone: Backbone, alpha: float, path: Path) -> None:
     """Refuse a damaged, truncated or foreign ImageNet weights file, naming it."""
-    check_private(path, keras_home())
+    check_private(path, BUNDLED_DIR if path.parent == BUNDLED_DIR else keras_home())
     if matches_published_hash(backbone, alpha, path) is False:
         raise WeightsUnavailableError(
             f"The weights file {path} is damaged or incomplete: it does not have the hash "

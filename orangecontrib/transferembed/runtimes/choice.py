@@ -81,7 +81,7 @@ def cancellable(build: Callable[[], Runtime], is_cancelled: Callable[[], bool] |
 
     Building a model or converting it takes seconds to minutes in TensorFlow,
     which cannot be interrupted; a cancelled build finishes in the background
-    (a conversion is still stored for the next run) and its result is dropped.
+    and its result is dropped, except a conversion, whose process is ended.
     """
     if is_cancelled is None:
         return build()
@@ -140,7 +140,7 @@ def _build(config: EmbedConfig, weights_path: str | None, status: Status | None,
     else:
         from .converted import converted_runtime
 
-        build = partial(converted_runtime, config, weights_path, status)
+        build = partial(converted_runtime, config, weights_path, status, is_cancelled)
     return cancellable(build, is_cancelled)
 
 
@@ -161,7 +161,7 @@ def prepare(config: EmbedConfig, hooks) -> EmbedConfig:
         return config
     weights = resolve_weights(config.backbone, config.weights, config.alpha, hooks.download)
     try:
-        model_file(config, weights, hooks.status)
+        model_file(config, weights, hooks.status, hooks.is_cancelled)
     except ConversionFailed as exc:
         config, notice = fall_back(config, str(exc))
         hooks.tell(notice)

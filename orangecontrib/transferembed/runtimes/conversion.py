@@ -10,7 +10,9 @@ time for MobileNet 0.25, seconds for ResNet50), it may crash on a backbone it
 does not handle, and its memory stays with the process that ran it. It
 therefore runs in a child process (:func:`convert`): Orange's window keeps
 drawing, a crash becomes a fallback to Keras, and the memory goes back to
-the system. The child ends when its parent does (its standard input closes).
+the system. The child ends when its parent does (its standard input closes),
+and within a tenth of a second once ``is_cancelled()`` says the model is no
+longer wanted; its work folder, and whatever it wrote there, goes with it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import EmbedConfig
+from ..errors import EmbeddingCancelled
 from ..models import builders as models
 from ..models import tfimport
 from . import calibration
@@ -39,6 +43,8 @@ FAILED, OUT_OF_MEMORY, INTERRUPTED = 1, 4, 130
 #: Endings that say nothing about the backbone: the next run tries again.
 _PASSING = {OUT_OF_MEMORY, INTERRUPTED, -signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT}
 _NO_MEMORY = "out of memory while converting"
+#: How often a running conversion asks whether it is still wanted, in seconds.
+POLL_S = 0.1
 
 
 def flatbuffer(config: EmbedConfig, weights_path: str | None) -> bytes:
@@ -73,11 +79,14 @@ def flatbuffer(config: EmbedConfig, weights_path: str | None) -> bytes:
         return converter.convert()
 
 
-def convert(config: EmbedConfig, weights_path: str | None) -> bytes:
+def convert(config: EmbedConfig, weights_path: str | None,
+            is_cancelled: Callable[[], bool] | None = None) -> bytes:
     """The TFLite flatbuffer of ``config``'s model, made by a child process.
 
     Raises :class:`ConversionFailed`; its ``lasting`` says whether the
-    backbone itself failed (not a lack of memory, or an interruption).
+    backbone itself failed (not a lack of memory, or an interruption). Once
+    ``is_cancelled()`` is true the child is killed, its folder removed, and
+    :class:`~.errors.EmbeddingCancelled` raised.
     """
     with tempfile.TemporaryDirectory(prefix="transferembed-convert-") as folder:
         work = Path(folder)
@@ -85,7 +94,7 @@ def convert(config: EmbedConfig, weights_path: str | None) -> bytes:
                    "verbose": tfimport.verbose()}
         (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
         try:
-            code = _run_child(work)
+            code = _run_child(work, is_cancelled)
         except OSError:  # no interpreter to start (an embedded Python): convert here
             return _here(config, weights_path)
         tfimport.write_back((work / "stderr.txt").read_bytes())  # its real messages
@@ -108,7 +117,7 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc).strip()}"
 
 
-def _run_child(work: Path) -> int:
+def _run_child(work: Path, is_cancelled: Callable[[], bool] | None = None) -> int:
     root = str(Path(__file__).resolve().parents[3])  # the folder holding orangecontrib
     code = (f"import sys; sys.path.insert(0, {root!r}); "
             "from orangecontrib.transferembed.runtimes.conversion import main; "
@@ -119,7 +128,12 @@ def _run_child(work: Path) -> int:
             stdout=subprocess.DEVNULL, stderr=stderr,
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         try:
-            return child.wait()
+            while True:
+                try:
+                    return child.wait(POLL_S if is_cancelled is not None else None)
+                except subprocess.TimeoutExpired:
+                    if is_cancelled():
+                        raise EmbeddingCancelled() from None
         finally:  # an interrupted or failed wait must not leave the converter running
             if child.poll() is None:
                 child.kill()

@@ -10,6 +10,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import EmbedConfig
@@ -21,10 +22,11 @@ from .conversion import convert
 log = logging.getLogger(__name__)
 
 
-def model_file(config: EmbedConfig, weights_path: str | None,
-               status: Status | None) -> Path | bytes:
+def model_file(config: EmbedConfig, weights_path: str | None, status: Status | None,
+               is_cancelled: Callable[[], bool] | None = None) -> Path | bytes:
     """The converted model: its stored file, or converted now (and stored; its bytes
-    where it cannot be stored)."""
+    where it cannot be stored). A conversion no longer wanted (``is_cancelled()``)
+    is stopped, and nothing of it is stored."""
     key, folder = converted_key(config), store.store_folder(config)
     found = store.load(key, folder)
     if found is not None:
@@ -37,7 +39,7 @@ def model_file(config: EmbedConfig, weights_path: str | None,
                          daemon=True).start()
     started = time.perf_counter()
     try:
-        data = convert(config, weights_path)
+        data = convert(config, weights_path, is_cancelled)
     except ConversionFailed as exc:
         log.warning("converting %s failed: %s", config.model, exc)
         if exc.lasting:
@@ -49,9 +51,10 @@ def model_file(config: EmbedConfig, weights_path: str | None,
     return data if saved is None else saved
 
 
-def converted_runtime(config: EmbedConfig, weights_path: str | None, status: Status | None):
+def converted_runtime(config: EmbedConfig, weights_path: str | None, status: Status | None,
+                      is_cancelled: Callable[[], bool] | None = None):
     """The TFLite or OpenVINO runtime of ``config`` (conversion included)."""
-    path = model_file(config, weights_path, status)
+    path = model_file(config, weights_path, status, is_cancelled)
     if config.runtime == "openvino":
         if isinstance(path, bytes):  # OpenVINO reads files only
             folder = Path(tempfile.mkdtemp(prefix="transferembed-model-"))  # mode 0700

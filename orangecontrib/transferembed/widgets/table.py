@@ -143,13 +143,18 @@ def embeddings_table(result: EmbeddingResult, data: Table | None = None) -> Tabl
     With ``data`` (the input table the source was made from) the output keeps
     its attributes, class, metas and row ids; otherwise the class is made from
     the source's labels and the metas hold the image path (or the row number).
+    ``Table.attributes`` records what made the features (backbone, width, layer,
+    pooling, weights, input size, resize, runtime, precision:
+    :meth:`~.EmbedConfig.provenance`), so tables of other settings can be told apart.
     """
     if len(result) == 0:
         return None
     if data is None:
         features = feature_variables(result.feature_names)
-        return _SourceTable(result.source).table(result.indices, features, result.embeddings,
-                                                 name="Embeddings")
+        table = _SourceTable(result.source).table(result.indices, features,
+                                                  result.embeddings, name="Embeddings")
+        table.attributes = result.config.provenance()
+        return table
     attributes, metas = list(data.domain.attributes), list(data.domain.metas)
     column = result.source.column if isinstance(result.source, TableFileSource) else None
     if column in attributes:  # a path is no feature to learn from: it becomes a meta
@@ -159,8 +164,10 @@ def embeddings_table(result: EmbeddingResult, data: Table | None = None) -> Tabl
     features = feature_variables(result.feature_names, data.domain)
     domain = Domain(attributes + features, data.domain.class_vars, metas)
     X = rows.X.toarray() if sp.issparse(rows.X) else rows.X
+    attributes = {**(data.attributes if isinstance(data.attributes, dict) else {}),
+                  **result.config.provenance()}
     table = Table.from_numpy(domain, np.hstack([X, result.embeddings]), rows.Y, rows.metas,
-                             ids=rows.ids, attributes=data.attributes)
+                             ids=rows.ids, attributes=attributes)
     table.name = "Embeddings"
     return table
 

@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass, replace
 
 from .errors import SettingsError
-from .models.registry import Backbone, get_backbone
+from .models.registry import POOLINGS, Backbone, get_backbone
+from .models.presets import default_input_size
 from .models.weights import normalize_weights, weights_identity
 from .pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
 
@@ -14,7 +15,6 @@ from .pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
 NATIVE = "native"
 #: The backbone's own features: its global pool, or VGG's ``fc2``.
 DEFAULT_LAYER = "default"
-POOLINGS = ("avg", "max")
 RUNTIMES = ("auto", "keras", "tflite", "openvino")
 PRECISIONS = ("fp32", "int8")
 #: Pixels in flight (decoded images waiting and the batch being filled), by default.
@@ -42,7 +42,7 @@ class EmbedConfig:
     batch_size: int = 32
     cache: bool | str = True  #: True: the default cache; False: none; or a folder
     layer: str = DEFAULT_LAYER  #: a Keras layer name, or "default"
-    pooling: str = "avg"  #: how a spatial layer becomes one vector
+    pooling: str | None = None  #: how a map or tokens become one vector; None: the backbone's
     runtime: str = "auto"
     precision: str = "fp32"
     memory_limit: int = DEFAULT_MEMORY_LIMIT  #: bytes of pixels in flight
@@ -55,7 +55,7 @@ class EmbedConfig:
         self._set("alpha", float(self.alpha))
         backbone.features(self.alpha)  # validates alpha
         _check_choice(self.resize, RESIZE_POLICIES, "resize")
-        _check_choice(self.pooling, POOLINGS, "pooling")
+        self._set("pooling", backbone.pooling(self.pooling))
         _check_choice(self.runtime, RUNTIMES, "runtime")
         _check_choice(self.precision, PRECISIONS, "precision")
         self._set("layer", str(self.layer).strip() or DEFAULT_LAYER)
@@ -63,7 +63,7 @@ class EmbedConfig:
         self._set("memory_limit", _at_least(self.memory_limit, MIN_MEMORY_LIMIT,
                                             "memory limit (bytes)"))
         self._set("decode_threads", _at_least(self.decode_threads, 0, "decode threads"))
-        self._set("input_size", _input_size(backbone, self.input_size))
+        self._set("input_size", _input_size(backbone, self.input_size, self.weights))
         if self.cache is not True and self.cache is not False:
             self._set("cache", os.fspath(self.cache))
 
@@ -84,8 +84,11 @@ class EmbedConfig:
 
     @property
     def known_feature_size(self) -> int | None:
-        """The number of features, where the registry knows it (the default layer)."""
-        return self.backbone.features(self.alpha) if self.default_layer else None
+        """The number of features, where the registry knows it: the default layer, and
+        not a preset folder's (a preset of any width)."""
+        folder = self.backbone.foundation and self.weights not in (None, "imagenet")
+        return self.backbone.features(self.alpha) if self.default_layer and not folder \
+            else None
 
     def model_key(self) -> str:
         """What decides a model's output: backbone, weights, size, layer, runtime."""
@@ -118,10 +121,10 @@ def _at_least(value, low: int, what: str) -> int:
     return number
 
 
-def _input_size(backbone: Backbone, requested) -> int | str:
+def _input_size(backbone: Backbone, requested, weights: str | None) -> int | str:
     """The square input size in pixels, or NATIVE; refuses what the backbone cannot take."""
     if requested is None:
-        return backbone.input_size
+        return default_input_size(backbone, weights)
     if requested == NATIVE:
         if backbone.fixed_input or not backbone.pooled:
             raise SettingsError(
@@ -130,12 +133,7 @@ def _input_size(backbone: Backbone, requested) -> int | str:
                 f"image's own size works only for pooled backbones that take any input size")
         return NATIVE
     size = _at_least(requested, 1, "input size")
-    if backbone.fixed_input and size != backbone.input_size:
-        raise SettingsError(f"{backbone.name} takes only {backbone.input_size}x"
-                            f"{backbone.input_size} input")
-    if size < backbone.min_input_size:
-        raise SettingsError(f"{backbone.name} needs an input size of at least "
-                            f"{backbone.min_input_size}, got {size}")
+    backbone.check_input_size(size)
     return size
 
 

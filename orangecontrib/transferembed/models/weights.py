@@ -52,7 +52,9 @@ def keras_models_dir() -> Path:
 
 
 def normalize_weights(weights: str | os.PathLike | None) -> str | None:
-    """``"imagenet"``, ``None`` (random) or the path of a weights file.
+    """``"imagenet"`` (the published weights), ``None`` (random) or the path of a weights
+    file or a keras-hub preset folder. Done once, by the job's settings: everything
+    below takes the value it gives.
 
     The original tool's ``-weights None`` (any case) means random weights.
     """
@@ -69,10 +71,12 @@ def normalize_weights(weights: str | os.PathLike | None) -> str | None:
     if text.strip().lower() == "imagenet":
         return "imagenet"
     path = Path(text).expanduser()
-    if not path.is_file():
+    if path.name == "config.json" and (path.parent / "model.weights.h5").is_file():
+        path = path.parent  # a keras-hub preset, chosen by its config (file dialogs)
+    if not path.is_file() and not path.is_dir():
         raise WeightsUnavailableError(
             f"Weights file {text} does not exist. Give 'imagenet', 'None' "
-            f"(random weights) or the path of a weights file.",
+            f"(random weights), the path of a weights file or of a keras-hub preset folder.",
             f"Weights file {text} does not exist. Choose another under Weights › File…, "
             f"or use ImageNet or random weights.")
     return str(path.resolve())
@@ -235,10 +239,19 @@ def _fetch(url: str, folder: Path, progress: ByteProgress | None) -> Path:
 
 def resolve_weights(backbone: Backbone, weights: str | None, alpha: float = 1.0,
                     progress: ByteProgress | None = None) -> str | None:
-    """The weights file to load (downloading ImageNet weights if needed), or None."""
-    weights = normalize_weights(weights)
+    """The weights file or preset folder to load (downloading the published weights if
+    needed), or None; ``weights`` as :func:`normalize_weights` gives it."""
     if weights is None:
         return None
+    if backbone.foundation:
+        from .presets import resolve_preset
+
+        return resolve_preset(backbone, weights)
+    if Path(weights).is_dir():
+        raise WeightsUnavailableError(
+            f"{weights} is a folder; {backbone.name} loads a weights file "
+            f"(as Keras' {backbone.weights_filename(alpha)}). Preset folders are for the "
+            f"keras-hub encoders (transferembed --list-models).")
     if weights != "imagenet":
         check_private(Path(weights))
         return weights
@@ -252,12 +265,17 @@ def resolve_weights(backbone: Backbone, weights: str | None, alpha: float = 1.0,
 def weights_identity(backbone: Backbone, weights: str | None, alpha: float = 1.0) -> str:
     """A string that changes whenever the weights would give other embeddings.
 
-    ImageNet weights are named by Keras' file name (those files never change);
-    a user's file by a hash of its content; random weights by their seed.
+    ImageNet weights are named by Keras' file name (those files never change),
+    a keras-hub preset by its name; a user's file or preset folder by a hash of its
+    content; random weights by their seed. ``weights`` as :func:`normalize_weights`
+    gives it.
     """
-    weights = normalize_weights(weights)
     if weights is None:
         return f"random-v2-seed{RANDOM_SEED}"  # v2: seeds fixed per layer
     if weights == "imagenet":
         return "imagenet:" + backbone.weights_filename(alpha)
+    if Path(weights).is_dir():
+        from .presets import folder_digest
+
+        return "preset:" + folder_digest(Path(weights))
     return "file:" + file_digest(Path(weights), "sha256")

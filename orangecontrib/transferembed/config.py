@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, replace
 
 from .errors import SettingsError
-from .models.registry import POOLINGS, Backbone, get_backbone
 from .models.presets import default_input_size
+from .models.registry import Backbone, get_backbone
 from .models.weights import normalize_weights, weights_identity
 from .pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
 

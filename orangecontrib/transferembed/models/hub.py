@@ -81,23 +81,23 @@ def _random_tower(keras_hub, arch: Architecture, size: int):
     elif arch.kind == "siglip":
         tower = keras_hub.models.SigLIPVisionEncoder(**common)
     else:
-        tower = _clip_tower(keras_hub, keras_hub.models.CLIPVisionEncoder(**common),
+        tower = _clip_tower(keras_hub.models.CLIPVisionEncoder(**common),
                             arch.projection_dim)
     scale = [1 / (255 * s) for s in arch.std]
-    offset = [-m / s for m, s in zip(arch.mean, arch.std)]
+    offset = [-m / s for m, s in zip(arch.mean, arch.std, strict=True)]
     return tower, scale, offset
 
 
-def _clip_tower(keras_hub, encoder, projection_dim: int, projection=None):
-    """CLIP's image tower: the encoder, its class-token pooler and the projection."""
+def _clip_tower(encoder, projection_dim: int, projection=None):
+    """CLIP's image tower: the encoder, its pooler (the class token, as keras-hub's
+    ``CLIPVisionPooler``) and the projection."""
     import keras
-
-    from keras_hub.src.models.clip.clip_layers import CLIPVisionPooler
 
     projection = projection or keras.layers.Dense(projection_dim, use_bias=False,
                                                   name="vision_projection")
     images = keras.Input(encoder.image_shape, name="images")
-    embedding = projection(CLIPVisionPooler(name="vision_pooler")(encoder(images)))
+    pooler = keras.layers.Lambda(lambda tokens: tokens[:, 0, :], name="vision_pooler")
+    embedding = projection(pooler(encoder(images)))
     return keras.Model(images, embedding, name="clip_image_tower")
 
 
@@ -118,7 +118,7 @@ def _preset_tower(keras_hub, backbone: Backbone, size: int, folder: str):
     elif kind == "siglip":
         tower = loaded.vision_encoder
     else:
-        tower = _clip_tower(keras_hub, loaded.vision_encoder, 0, loaded.vision_projection)
+        tower = _clip_tower(loaded.vision_encoder, 0, loaded.vision_projection)
     del loaded  # the text tower goes with it
     return tower, converter.scale, converter.offset
 

@@ -111,7 +111,12 @@ def check_private(file: Path, top: Path | None = None) -> None:
 
 
 def find_imagenet_file(backbone: Backbone, alpha: float = 1.0) -> Path | None:
-    """The cached ImageNet weights file, if Keras' cache already has it."""
+    """The published weights, if they are on this machine: the ImageNet file in Keras'
+    cache, or a foundation encoder's preset folder."""
+    if backbone.foundation:
+        from .presets import find_preset
+
+        return find_preset(backbone)
     path = keras_models_dir() / backbone.weights_filename(alpha)
     if path.is_file() and path.stat().st_size > 0:
         return path

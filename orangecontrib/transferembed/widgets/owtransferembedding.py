@@ -182,7 +182,8 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
             None, self, "weights_index", items=["ImageNet", "None (random)", "File…"],
             callback=self._weights_changed)
         self.weights_row = PathRow(self, None, "weights_path", "recent_weights", "Weights file",
-                                   "Keras weights (*.h5 *.keras *.weights.h5);;All files (*)",
+                                   "Keras weights (*.h5 *.keras *.weights.h5);;"
+                                   "keras-hub preset folder (config.json);;All files (*)",
                                    self._weights_file_chosen)
         self.model_info = QLabel(wordWrap=True)
         self.weights_info = QLabel(wordWrap=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from .errors import SettingsError
 from .models.presets import default_input_size
+from .models.registry import POOLINGS as POOLINGS  # the choices, for the faces
 from .models.registry import Backbone, get_backbone
 from .models.weights import normalize_weights, weights_identity
 from .pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
@@ -84,11 +85,10 @@ class EmbedConfig:
 
     @property
     def known_feature_size(self) -> int | None:
-        """The number of features, where the registry knows it: the default layer, and
-        not a preset folder's (a preset of any width)."""
-        folder = self.backbone.foundation and self.weights not in (None, "imagenet")
-        return self.backbone.features(self.alpha) if self.default_layer and not folder \
-            else None
+        """The number of features, where the registry knows it for sure: the default layer
+        of a classic CNN (a keras-hub preset folder may hold any width)."""
+        return self.backbone.features(self.alpha) \
+            if self.default_layer and not self.backbone.foundation else None
 
     def model_key(self) -> str:
         """What decides a model's output: backbone, weights, size, layer, runtime."""
@@ -123,8 +123,9 @@ def _at_least(value, low: int, what: str) -> int:
 
 def _input_size(backbone: Backbone, requested, weights: str | None) -> int | str:
     """The square input size in pixels, or NATIVE; refuses what the backbone cannot take."""
+    own = default_input_size(backbone, weights)
     if requested is None:
-        return default_input_size(backbone, weights)
+        return own
     if requested == NATIVE:
         if backbone.fixed_input or not backbone.pooled:
             raise SettingsError(
@@ -133,7 +134,7 @@ def _input_size(backbone: Backbone, requested, weights: str | None) -> int | str
                 f"image's own size works only for pooled backbones that take any input size")
         return NATIVE
     size = _at_least(requested, 1, "input size")
-    backbone.check_input_size(size)
+    backbone.check_input_size(size, own)
     return size
 
 

@@ -165,18 +165,19 @@ class Backbone:
                                 f"{self.name} has no class token; choose another pooling")
         return requested
 
-    def check_input_size(self, size: int) -> None:
-        """Refuse an input size this backbone cannot take, saying why."""
-        if self.fixed_input and size != self.input_size:
+    def check_input_size(self, size: int, own: int | None = None) -> None:
+        """Refuse an input size this backbone cannot take, saying why. ``own`` is its
+        weights' own size where it differs from the registry's (a preset folder's)."""
+        own = own or self.input_size
+        if self.fixed_input and size != own:
             why = " (keras-hub does not interpolate its position embeddings)" \
                 if self.foundation else ""
-            raise SettingsError(f"{self.name} takes only {self.input_size}x"
-                                f"{self.input_size} input{why}")
-        if size < self.min_input_size:
+            raise SettingsError(f"{self.name} takes only {own}x{own} input{why}")
+        if size < self.min_input_size and size != own:
             raise SettingsError(f"{self.name} needs an input size of at least "
                                 f"{self.min_input_size}, got {size}")
         patch = self.architecture.patch_size if self.architecture else 1
-        if size % patch:
+        if size % patch and size != own:
             raise SettingsError(f"{self.name} takes input sizes in multiples of its patch "
                                 f"size, {patch}; got {size}")
 

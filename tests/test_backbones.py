@@ -104,7 +104,11 @@ def test_the_rest_of_keras_applications_is_there(name):
     assert get_backbone(name).name == name
 
 
-@pytest.mark.parametrize("backbone", list(BACKBONES.values()), ids=list(BACKBONES))
+CNNS = [b for b in BACKBONES.values() if not b.foundation]
+FOUNDATION = [b for b in BACKBONES.values() if b.foundation]
+
+
+@pytest.mark.parametrize("backbone", CNNS, ids=[b.name for b in CNNS])
 def test_entries_are_consistent(backbone):
     assert backbone.min_input_size <= backbone.input_size
     if backbone.fixed_input:
@@ -118,6 +122,41 @@ def test_entries_are_consistent(backbone):
         assert backbone.weights_url(alpha).startswith("https://storage.googleapis.com/")
         if backbone.pooled:  # built without the top: only the no-top file is downloaded
             assert "notop" in name.replace("_", "").replace("-", "")
+
+
+def test_one_record_per_weights_variant():
+    """Each width is a record of its own, with its file, URL and size written out."""
+    mobilenet = get_backbone("MobileNet")
+    assert [v.alpha for v in mobilenet.variants] == [0.25, 0.5, 0.75, 1.0]
+    quarter = mobilenet.variant(0.25)
+    assert (quarter.features, quarter.file, quarter.download_mb) == \
+        (256, "mobilenet_2_5_224_tf_no_top.h5", 2.1)
+    assert quarter.url.endswith("/mobilenet/" + quarter.file)
+    assert get_backbone("MobileNetV2").features(1.4) == 1792
+    assert get_backbone("MobileNetV2").features(0.35) == 1280
+    assert not get_backbone("ResNet50").has_alpha
+
+
+@pytest.mark.parametrize("backbone", FOUNDATION, ids=[b.name for b in FOUNDATION])
+def test_foundation_entries_are_consistent(backbone):
+    arch = backbone.architecture
+    assert backbone.library == "keras-hub" and backbone.preprocessing == "preset"
+    assert backbone.weights_filename() == backbone.name  # the preset, and its folder
+    assert arch.kaggle_handle.endswith(f"/keras/{backbone.name}/" + arch.kaggle_handle[-1])
+    assert backbone.weights_url() == "https://www.kaggle.com/models/" + arch.kaggle_handle
+    assert backbone.input_size % arch.patch_size == 0 and backbone.download_mb > 0
+    width = arch.projection_dim or arch.hidden_dim
+    assert backbone.features() == width
+    assert backbone.fixed_input == (arch.kind != "dinov2")
+
+
+def test_families_are_true():
+    """``family`` groups the lists: every family named, the foundation ones last."""
+    families = [b.family for b in BACKBONES.values()]
+    assert {"VGG", "ResNet", "MobileNet", "DINOv2", "SigLIP", "SigLIP 2", "CLIP"} \
+        <= set(families)
+    assert {b.family for b in FOUNDATION} == {"DINOv2", "SigLIP", "SigLIP 2", "CLIP"}
+    assert list(BACKBONES.values())[len(CNNS):] == FOUNDATION
 
 
 def test_registry_does_not_import_tensorflow():

@@ -34,14 +34,8 @@ def layer_names(backbone: Backbone) -> list[str]:
 
 def _keras_hub():
     import_tensorflow()
-    try:
-        import keras_hub
-    except ImportError:
-        from .presets import INSTALL_HINT
+    import keras_hub  # its absence is told before any work (presets.require_keras_hub)
 
-        raise WeightsUnavailableError(
-            f"The foundation encoders need keras-hub; install it with: {INSTALL_HINT}") \
-            from None
     return keras_hub
 
 

@@ -13,6 +13,7 @@ says where to get the preset and where to put it.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -33,6 +34,15 @@ CONNECT_TIMEOUT_S = 4
 REQUIRED = ("config.json", "model.weights.h5")
 #: The backbone class keras-hub writes in ``config.json``, by architecture kind.
 CLASSES = {"dinov2": "DINOV2Backbone", "siglip": "SigLIPBackbone", "clip": "CLIPBackbone"}
+
+
+def require_keras_hub(backbone: Backbone) -> None:
+    """Refuse a foundation encoder where keras-hub is not installed, saying the one line
+    that adds it (found without importing it)."""
+    if importlib.util.find_spec("keras_hub") is None:
+        raise WeightsUnavailableError(
+            f"{backbone.name} is a keras-hub encoder, and keras-hub is not installed; "
+            f"add it with: {INSTALL_HINT}")
 
 
 def presets_dir() -> Path:

@@ -246,12 +246,13 @@ def resolve_weights(backbone: Backbone, weights: str | None, alpha: float = 1.0,
                     progress: ByteProgress | None = None) -> str | None:
     """The weights file or preset folder to load (downloading the published weights if
     needed), or None; ``weights`` as :func:`normalize_weights` gives it."""
+    if backbone.foundation:
+        from .presets import require_keras_hub, resolve_preset
+
+        require_keras_hub(backbone)  # before any work, converting included
+        return None if weights is None else resolve_preset(backbone, weights)
     if weights is None:
         return None
-    if backbone.foundation:
-        from .presets import resolve_preset
-
-        return resolve_preset(backbone, weights)
     if Path(weights).is_dir():
         raise WeightsUnavailableError(
             f"{weights} is a folder; {backbone.name} loads a weights file "

@@ -51,6 +51,11 @@ DOC_REQUIRE = ["sphinx>=7", "myst-parser>=2"]
 DASK_REQUIRE = ["dask[distributed]>=2024.1"]
 #: A faster int8 runtime on CPUs without VNNI (doc/performance.md); optional.
 OPENVINO_REQUIRE = ["openvino>=2024.0"]
+#: The foundation encoders (DINOv2, SigLIP 2, SigLIP, CLIP; doc/foundation.md), an extra
+#: and not the base install, decided by trying keras-hub 0.32: it needs Python 3.11+
+#: (the add-on supports 3.10), and its tensorflow-text (all platforms but Windows) pins
+#: TensorFlow's minor version and has no wheels for Intel macs.
+FOUNDATION_REQUIRE = ['keras-hub>=0.32; python_version >= "3.11"']
 
 EXTRAS_REQUIRE = {
     "dask": DASK_REQUIRE,
@@ -58,8 +63,10 @@ EXTRAS_REQUIRE = {
     # The add-on tests build the help and a wheel (offline, without build isolation);
     # the cluster tests need the dask extra, the runtime tests the openvino one.
     "openvino": OPENVINO_REQUIRE,
+    "foundation": FOUNDATION_REQUIRE,
     "test": ["pytest>=7", "PyQt6>=6.5", "ruff", "build", "setuptools>=61", "wheel",
-             "markdown>=3", *DOC_REQUIRE, *DASK_REQUIRE, *OPENVINO_REQUIRE],
+             "markdown>=3", *DOC_REQUIRE, *DASK_REQUIRE, *OPENVINO_REQUIRE,
+             *FOUNDATION_REQUIRE],
     "doc": DOC_REQUIRE,
 }
 

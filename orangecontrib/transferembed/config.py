@@ -6,10 +6,9 @@ import os
 from dataclasses import dataclass, replace
 
 from .errors import SettingsError
-from .models.presets import default_input_size
 from .models.registry import POOLINGS as POOLINGS  # the choices, for the faces
 from .models.registry import Backbone, get_backbone
-from .models.weights import normalize_weights, weights_identity
+from .models.weights import default_input_size, normalize_weights, weights_identity
 from .pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
 
 #: ``input_size`` value that embeds each image at its own size (pooled backbones).

@@ -129,7 +129,7 @@ def list_models() -> None:
 
 def list_foundation_models() -> None:
     """The keras-hub encoders, by family, from the registry alone (keras-hub not imported)."""
-    from ..models.presets import INSTALL_HINT, find_preset
+    from ..models.weights import INSTALL_HINT, find_preset
 
     print(f"\nFoundation encoders (keras-hub presets; {INSTALL_HINT} if missing; "
           f"doc/foundation.md):")

@@ -34,7 +34,7 @@ def layer_names(backbone: Backbone) -> list[str]:
 
 def _keras_hub():
     import_tensorflow()
-    import keras_hub  # its absence is told before any work (presets.require_keras_hub)
+    import keras_hub  # its absence is told before any work (weights.require_keras_hub)
 
     return keras_hub
 

@@ -160,20 +160,24 @@ def test_families_are_true():
 
 
 def test_registry_does_not_import_tensorflow():
+    """Nor keras-hub: ``--list-models`` shows the foundation encoders from plain data."""
     code = (
         "import sys\n"
         "import orangecontrib.transferembed as te\n"
+        "from orangecontrib.transferembed.cli.main import main\n"
+        "main(['--list-models'])\n"
         "from orangecontrib.transferembed.models.registry import BACKBONES, get_backbone\n"
         "from orangecontrib.transferembed.config import EmbedConfig\n"
         "sizes = [b.features(a) for b in BACKBONES.values() for a in b.alphas()]\n"
         "EmbedConfig(model='vgg16', weights=None)\n"
         "assert get_backbone('mobilenet').features(0.25) == 256\n"
-        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules]\n"
         "print('heavy:', heavy)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "heavy: []" in done.stdout
+    assert "siglip2_base_patch16_224" in done.stdout and "Foundation encoders" in done.stdout
 
 
 #: Cheap backbones built with random weights at a small input: the real output

@@ -8,8 +8,6 @@ built with ``-weights None``.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -162,39 +160,29 @@ def test_clip_large_width_without_running():
     assert model.output_shape == (None, 768)
 
 
-def _siglip_preset(folder: Path) -> Path:
-    vision = keras_hub.models.SigLIPVisionEncoder(
-        patch_size=14, hidden_dim=32, num_layers=2, num_heads=2, intermediate_dim=64,
-        image_shape=(SIDE, SIDE, 3))
-    text = keras_hub.models.SigLIPTextEncoder(
-        vocabulary_size=64, embedding_dim=32, hidden_dim=32, num_layers=1, num_heads=2,
-        intermediate_dim=64, max_sequence_length=8)
-    keras_hub.models.SigLIPBackbone(vision, text).save_to_preset(str(folder))
-    keras_hub.layers.SigLIPImageConverter(
-        image_size=(SIDE, SIDE), scale=1 / 127.5, offset=-1.0).save_to_preset(str(folder))
+def _tower_preset(kind: str, folder: Path) -> Path:
+    """A tiny SigLIP (``kind`` "SigLIP") or CLIP ("CLIP") preset: both towers and the
+    image converter, as keras-hub saves them."""
+    models = keras_hub.models
+    tower = dict(num_heads=2, intermediate_dim=64, hidden_dim=32)
+    vision = getattr(models, f"{kind}VisionEncoder")(
+        patch_size=14, num_layers=2, image_shape=(SIDE, SIDE, 3), **tower)
+    text = getattr(models, f"{kind}TextEncoder")(
+        vocabulary_size=64, embedding_dim=32, num_layers=1, max_sequence_length=8, **tower)
+    projection = {"projection_dim": 24} if kind == "CLIP" else {}
+    getattr(models, f"{kind}Backbone")(vision, text, **projection).save_to_preset(str(folder))
+    scale, offset = (IMAGENET_SCALE, IMAGENET_OFFSET) if kind == "CLIP" else (1 / 127.5, -1.0)
+    getattr(keras_hub.layers, f"{kind}ImageConverter")(
+        image_size=(SIDE, SIDE), scale=scale, offset=offset).save_to_preset(str(folder))
     return folder
 
 
-def _clip_preset(folder: Path) -> Path:
-    vision = keras_hub.models.CLIPVisionEncoder(
-        patch_size=14, hidden_dim=32, num_layers=2, num_heads=2, intermediate_dim=64,
-        image_shape=(SIDE, SIDE, 3))
-    text = keras_hub.models.CLIPTextEncoder(
-        vocabulary_size=64, embedding_dim=32, hidden_dim=32, num_layers=1, num_heads=2,
-        intermediate_dim=64, max_sequence_length=8)
-    keras_hub.models.CLIPBackbone(vision, text, projection_dim=24).save_to_preset(str(folder))
-    keras_hub.layers.CLIPImageConverter(
-        image_size=(SIDE, SIDE), scale=IMAGENET_SCALE, offset=IMAGENET_OFFSET
-    ).save_to_preset(str(folder))
-    return folder
-
-
-@pytest.mark.parametrize("name, save", [("siglip2_base_patch16_224", _siglip_preset),
-                                        ("clip_vit_base_patch16", _clip_preset)])
-def test_converted_vision_embedding_is_keras_hubs(name, save, photos, tmp_path):
+@pytest.mark.parametrize("name, kind", [("siglip2_base_patch16_224", "SigLIP"),
+                                        ("clip_vit_base_patch16", "CLIP")])
+def test_converted_vision_embedding_is_keras_hubs(name, kind, photos, tmp_path):
     """The default (TFLite fp32) equals ``get_vision_embeddings`` of the image converter's
     output within 1e-4; only the image tower is kept."""
-    folder = save(tmp_path / name)
+    folder = _tower_preset(kind, tmp_path / name)
     result = embed(str(photos), name, weights=folder, cache=False)
     assert result.config.runtime == "tflite" and not result.notices
     backbone = keras_hub.models.Backbone.from_preset(str(folder))
@@ -265,14 +253,25 @@ class TestWidgetLists(base.WidgetTest):
             <= set(labels)
 
 
-def test_listing_models_imports_neither_keras_hub_nor_tensorflow():
-    code = ("import sys\n"
-            "from orangecontrib.transferembed.cli.main import main\n"
-            "main(['--list-models'])\n"
-            "print('heavy:', [m for m in ('keras_hub', 'tensorflow', 'keras') "
-            "if m in sys.modules])\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "heavy: []" in done.stdout
-    assert "siglip2_base_patch16_224" in done.stdout and "Foundation encoders" in done.stdout
+def test_without_keras_hub_the_line_that_adds_it_is_said(monkeypatch, photos):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *more: None if name == "keras_hub" else real(name, *more))
+    with pytest.raises(WeightsUnavailableError,
+                       match=r'pip install "Orange3-TransferEmbed\[foundation\]"'):
+        embed(str(photos), "dinov2_small", weights=None, cache=False)
+
+
+def test_a_preset_folder_is_known_by_its_content(dinov2_preset, tmp_path):
+    from orangecontrib.transferembed.models.weights import weights_identity
+
+    backbone = get_backbone("dinov2_small")
+    copy = shutil.copytree(dinov2_preset, tmp_path / "copy")
+    assert weights_identity(backbone, str(copy)) == \
+        weights_identity(backbone, str(dinov2_preset))
+    (copy / "model.weights.h5").write_bytes(b"other")
+    assert weights_identity(backbone, str(copy)).startswith("preset:")
+    assert weights_identity(backbone, str(copy)) != \
+        weights_identity(backbone, str(dinov2_preset))

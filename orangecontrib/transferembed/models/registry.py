@@ -182,11 +182,6 @@ class Backbone:
                                 f"size, {patch}; got {size}")
 
 
-def check_alpha(backbone: Backbone, alpha: float) -> None:
-    """Raise ``SettingsError`` if ``alpha`` is not a valid width for ``backbone``."""
-    backbone.variant(alpha)
-
-
 # --- keras.applications -----------------------------------------------------------------
 
 _NOTOP = "_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -350,8 +345,7 @@ def _hub(preset: str, family: str, size: int, features: int, params: int, versio
     Its download size is estimated from keras-hub's published parameter count
     (image and text towers) at 4 bytes a parameter.
     """
-    model = {"dinov2": "dinov2", "siglip": "siglip", "clip": "clip"}[kind]
-    handle = f"keras/{model}/keras/{preset}/{version}"
+    handle = f"keras/{kind}/keras/{preset}/{version}"  #: Kaggle's models are named by kind
     hidden, layers, heads, mlp = dims
     architecture = Architecture(kind, patch, hidden, layers, heads, mlp, handle, **more)
     variant = Variant(1.0, features, preset, KAGGLE_MODELS_URL + handle,

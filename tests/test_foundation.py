@@ -240,6 +240,8 @@ class TestWidgetLists(base.WidgetTest):
         first = min(i for i, text in enumerate(texts) if "foundation" in text)
         assert all("foundation" in text for text in texts[first:])
         assert texts[first].startswith("dinov2_small")
+        widget.model_name = "dinov2_small"
+        assert widget._config().pooling == "cls"  # the class token, whatever Pooling says
 
     def test_compare_backbones_offers_them(self):
         from orangecontrib.transferembed.widgets.owcomparebackbones import (

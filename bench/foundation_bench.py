@@ -13,6 +13,10 @@ random weights (the published architecture; speed does not depend on the values)
 
 Each row runs in a process of its own; its peak RSS is that process's. Usage:
 ``python bench/foundation_bench.py [--images 32] [--batch 16] [--models NAME ...]``.
+
+``--interpreters FILE.tflite`` compares LiteRT's and TensorFlow's interpreters on one
+converted file instead: the same random batch, interleaved rounds, the best of each,
+and whether their outputs are bit for bit the same.
 """
 
 from __future__ import annotations
@@ -106,6 +110,30 @@ def measure(row: str, name: str, folder: Path, batch: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def compare_interpreters(model: str, batch: int, rounds: int = 5) -> None:
+    """LiteRT against tf.lite on ``model``, interleaved, best of ``rounds``."""
+    import time
+
+    from orangecontrib.transferembed.runtimes.base import threads
+    from orangecontrib.transferembed.runtimes.tflite_runtime import TFLiteRuntime
+
+    runtimes = {"LiteRT": TFLiteRuntime(Path(model), "fp32", threads()),
+                "tf.lite": TFLiteRuntime(Path(model), "fp32", threads(), prefer_litert=False)}
+    side = runtimes["LiteRT"]._interpreter.get_input_details()[0]["shape"][1]
+    pixels = np.random.default_rng(0).uniform(0, 255, (batch, side, side, 3)).astype("f4")
+    best = dict.fromkeys(runtimes, float("inf"))
+    outputs = {name: run(pixels) for name, run in runtimes.items()}  # warm up
+    for _ in range(rounds):
+        for name, run in runtimes.items():
+            start = time.perf_counter()
+            run(pixels)
+            best[name] = min(best[name], time.perf_counter() - start)
+    for name, seconds in best.items():
+        print(f"{name:<8}{batch / seconds:8.2f} images/s (best of {rounds}, batch {batch})")
+    same = np.array_equal(outputs["LiteRT"], outputs["tf.lite"])
+    print(f"outputs bit for bit the same: {same}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)
@@ -113,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*",
                         default=["dinov2_small", "siglip2_base_patch16_224"])
     parser.add_argument("--rows", nargs="*", default=list(ROWS))
+    parser.add_argument("--interpreters", metavar="FILE")
     args = parser.parse_args(argv)
+    if args.interpreters:
+        compare_interpreters(args.interpreters, args.batch)
+        return 0
     with tempfile.TemporaryDirectory() as work:
         folder = jpeg_folder(Path(work) / "jpeg", args.images)
         print(f"{args.images} JPEGs, batches of {args.batch}, {os.cpu_count()} CPUs")

@@ -45,6 +45,11 @@ INSTALL_REQUIRES = [
     # loops in about 1 s under the GIL, which freezes Orange's window while
     # TensorFlow loads (0.6.0: 5 ms; doc/performance.md, "Orange's window").
     "ml_dtypes<0.7",
+    # LiteRT's interpreter for the converted models: TensorFlow 2.20+ schedules
+    # tf.lite.Interpreter for deletion in its favour. Measured the same speed and bit for
+    # bit the same output (doc/performance.md, "LiteRT"); small (no TensorFlow inside);
+    # wheels for Linux, Windows and Apple-silicon macs (Intel macs: tf.lite, as before).
+    'ai-edge-litert>=2.0; platform_system != "Darwin" or platform_machine == "arm64"',
 ]
 
 DOC_REQUIRE = ["sphinx>=7", "myst-parser>=2"]

@@ -14,9 +14,10 @@ random weights (the published architecture; speed does not depend on the values)
 Each row runs in a process of its own; its peak RSS is that process's. Usage:
 ``python bench/foundation_bench.py [--images 32] [--batch 16] [--models NAME ...]``.
 
-``--interpreters FILE.tflite`` compares LiteRT's and TensorFlow's interpreters on one
-converted file instead: the same random batch, interleaved rounds, the best of each,
-and whether their outputs are bit for bit the same.
+``--same-batch`` instead runs keras-hub's ``predict_on_batch``, the Keras runtime and
+the converted fp32 file on LiteRT and on tf.lite in one process, on one random batch,
+interleaved, the best of each (fairer on a busy machine), and says whether the two
+interpreters' outputs are bit for bit the same.
 """
 
 from __future__ import annotations
@@ -47,24 +48,15 @@ side = backbone.input_size
 if row == "keras-hub":
     from orangecontrib.transferembed.models.tfimport import import_tensorflow
     import_tensorflow()
-    import keras_hub
-    arch = backbone.architecture
-    common = dict(patch_size=arch.patch_size, hidden_dim=arch.hidden_dim,
-                  num_layers=arch.num_layers, num_heads=arch.num_heads,
-                  intermediate_dim=arch.intermediate_dim, image_shape=(side, side, 3))
-    if arch.kind == "dinov2":
-        model = keras_hub.models.DINOV2Backbone(position_embedding_shape=(518, 518), **common)
-    else:
-        model = keras_hub.models.SigLIPVisionEncoder(**common)
-    converter = keras_hub.layers.ImageConverter(
-        image_size=(side, side), scale=[1 / (255 * s) for s in arch.std],
-        offset=[-m / s for m, s in zip(arch.mean, arch.std)])
+    sys.path.insert(0, sys.argv[5])
+    from foundation_bench import keras_hub_model
+    predict = keras_hub_model(name)
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((side, side)),
                                   np.float32) for p in paths])
-    model.predict_on_batch(converter(pixels[:batch]))  # warm up
+    predict(pixels[:batch])  # warm up
     start = time.perf_counter()
     for first in range(0, len(pixels), batch):
-        out = np.asarray(model.predict_on_batch(converter(pixels[first:first + batch])))
+        out = np.asarray(predict(pixels[first:first + batch]))
         out = out[:, 0] if out.ndim == 3 else out
     seconds = time.perf_counter() - start
 else:
@@ -103,35 +95,65 @@ def jpeg_folder(folder: Path, count: int) -> Path:
 
 
 def measure(row: str, name: str, folder: Path, batch: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", _CHILD, row, name, str(folder), str(batch)],
+    done = subprocess.run([sys.executable, "-c", _CHILD, row, name, str(folder), str(batch),
+                           str(HERE)],
                           capture_output=True, text=True, cwd=HERE.parent)
     if done.returncode:
         return {"error": done.stderr.strip().splitlines()[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def compare_interpreters(model: str, batch: int, rounds: int = 5) -> None:
-    """LiteRT against tf.lite on ``model``, interleaved, best of ``rounds``."""
+def keras_hub_model(name: str):
+    """keras-hub's own model and image converter for ``name``, random weights, as one
+    function of a pixel batch (``predict_on_batch``)."""
+    import keras_hub
+
+    from orangecontrib.transferembed.models.registry import get_backbone
+
+    backbone = get_backbone(name)
+    arch, side = backbone.architecture, backbone.input_size
+    common = dict(patch_size=arch.patch_size, hidden_dim=arch.hidden_dim,
+                  num_layers=arch.num_layers, num_heads=arch.num_heads,
+                  intermediate_dim=arch.intermediate_dim, image_shape=(side, side, 3))
+    model = keras_hub.models.DINOV2Backbone(position_embedding_shape=(518, 518), **common) \
+        if arch.kind == "dinov2" else keras_hub.models.SigLIPVisionEncoder(**common)
+    converter = keras_hub.layers.ImageConverter(
+        image_size=(side, side), scale=[1 / (255 * s) for s in arch.std],
+        offset=[-m / s for m, s in zip(arch.mean, arch.std, strict=True)])
+    return lambda pixels: model.predict_on_batch(converter(pixels))
+
+
+def same_batch(name: str, batch: int, rounds: int = 4) -> None:
+    """keras-hub's ``predict_on_batch``, the Keras runtime, and the converted fp32 file on
+    LiteRT and on tf.lite, in this process on one random batch, interleaved, best of
+    ``rounds``; and whether the two interpreters' outputs are bit for bit the same."""
     import time
 
+    from orangecontrib.transferembed.config import EmbedConfig
     from orangecontrib.transferembed.runtimes.base import threads
+    from orangecontrib.transferembed.runtimes.converted import model_file
+    from orangecontrib.transferembed.runtimes.keras_runtime import KerasRuntime
     from orangecontrib.transferembed.runtimes.tflite_runtime import TFLiteRuntime
 
-    runtimes = {"LiteRT": TFLiteRuntime(Path(model), "fp32", threads()),
-                "tf.lite": TFLiteRuntime(Path(model), "fp32", threads(), prefer_litert=False)}
-    side = runtimes["LiteRT"]._interpreter.get_input_details()[0]["shape"][1]
+    config = EmbedConfig(model=name, weights=None, runtime="tflite")
+    converted = model_file(config, None, None)
+    runs = {"keras-hub": keras_hub_model(name),
+            "keras": KerasRuntime(config.with_(runtime="keras"), None),
+            "LiteRT": TFLiteRuntime(converted, "fp32", threads()),
+            "tf.lite": TFLiteRuntime(converted, "fp32", threads(), prefer_litert=False)}
+    side = config.input_size
     pixels = np.random.default_rng(0).uniform(0, 255, (batch, side, side, 3)).astype("f4")
-    best = dict.fromkeys(runtimes, float("inf"))
-    outputs = {name: run(pixels) for name, run in runtimes.items()}  # warm up
+    outputs = {label: np.asarray(run(pixels)) for label, run in runs.items()}  # warm up
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(rounds):
-        for name, run in runtimes.items():
+        for label, run in runs.items():
             start = time.perf_counter()
             run(pixels)
-            best[name] = min(best[name], time.perf_counter() - start)
-    for name, seconds in best.items():
-        print(f"{name:<8}{batch / seconds:8.2f} images/s (best of {rounds}, batch {batch})")
+            best[label] = min(best[label], time.perf_counter() - start)
+    speeds = ", ".join(f"{label} {batch / seconds:.2f}" for label, seconds in best.items())
     same = np.array_equal(outputs["LiteRT"], outputs["tf.lite"])
-    print(f"outputs bit for bit the same: {same}")
+    print(f"{name}: images/s {speeds} (batch {batch}, best of {rounds}); "
+          f"LiteRT and tf.lite bit for bit the same: {same}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,10 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*",
                         default=["dinov2_small", "siglip2_base_patch16_224"])
     parser.add_argument("--rows", nargs="*", default=list(ROWS))
-    parser.add_argument("--interpreters", metavar="FILE")
+    parser.add_argument("--same-batch", action="store_true",
+                        help="the models in this process on one batch, interleaved")
     args = parser.parse_args(argv)
-    if args.interpreters:
-        compare_interpreters(args.interpreters, args.batch)
+    if args.same_batch:
+        for name in args.models:
+            same_batch(name, args.batch)
         return 0
     with tempfile.TemporaryDirectory() as work:
         folder = jpeg_folder(Path(work) / "jpeg", args.images)

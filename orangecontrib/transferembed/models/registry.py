@@ -82,7 +82,9 @@ class Backbone:
     min_input_size: int
     preprocessing: str
     variants: tuple[Variant, ...]
-    feature_layer: str = GLOBAL_AVG_POOL  #: a layer name, :data:`GLOBAL_AVG_POOL`, or hub's
+    #: the default feature: a Keras layer name or :data:`GLOBAL_AVG_POOL` (CNNs), or, for
+    #: a keras-hub encoder, what its feature is, in words (:data:`HUB_FEATURES`)
+    feature_layer: str = GLOBAL_AVG_POOL
     fixed_input: bool = False  #: the feature needs exactly ``input_size``
     architecture: Architecture | None = None  #: keras-hub encoders only
 

@@ -152,7 +152,8 @@ def list_layers(name: str, alpha: float) -> None:
           + " that give features; use one with --layer NAME:")
     print(f"{'layer':<40}{'features':>9}  output")
     for layer in found:
-        kind = "map, pooled by --pooling" if layer.spatial else "vector"
+        what = "tokens" if backbone.foundation else "map"
+        kind = f"{what}, pooled by --pooling" if layer.spatial else "vector"
         print(f"{layer.name:<40}{layer.features:>9}  {kind}"
               + ("  (default)" if layer.default else ""))
 

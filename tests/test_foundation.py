@@ -277,3 +277,13 @@ def test_a_preset_folder_is_known_by_its_content(dinov2_preset, tmp_path):
     assert weights_identity(backbone, str(copy)).startswith("preset:")
     assert weights_identity(backbone, str(copy)) != \
         weights_identity(backbone, str(dinov2_preset))
+
+
+def test_kagglehubs_own_copy_is_used_offline(dinov2_preset, tmp_path, empty_keras_home,
+                                             monkeypatch):
+    from orangecontrib.transferembed.models.weights import resolve_weights
+
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
+    copy = tmp_path / "kagglehub" / "models" / "keras/dinov2/keras/dinov2_small/1"
+    shutil.copytree(dinov2_preset, copy)
+    assert resolve_weights(get_backbone("dinov2_small"), "imagenet") == str(copy)

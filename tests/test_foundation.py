@@ -130,6 +130,7 @@ def test_offline_message_leads_to_a_working_command(
     assert "keras/dinov2/keras/dinov2_small/1" in message and "-weights None" in message
     assert not (tmp_path / "offline_data.npy").exists()
     shutil.copytree(dinov2_preset, folder)
+    assert EmbedConfig(model="dinov2_small").input_size == SIDE  # its image converter's
     assert _run(argv, tmp_path, "online").shape == (8, 32)
     assert main(["--list-models"]) == 0
     assert "dinov2_small" in [line.split()[0] for line in capsys.readouterr().out.splitlines()

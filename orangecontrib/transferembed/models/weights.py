@@ -440,11 +440,13 @@ def download_preset(backbone: Backbone) -> Path:
 
 
 def default_input_size(backbone: Backbone, weights: str | None) -> int:
-    """The input size of a preset folder's image converter, else the registry's."""
-    if not backbone.foundation or weights in (None, "imagenet"):
+    """The input size of the preset's image converter (a folder given, or the published
+    preset where it is here), else the registry's."""
+    if not backbone.foundation or weights is None:
         return backbone.input_size
+    folder = find_preset(backbone) if weights == "imagenet" else Path(weights)
     try:
-        config = json.loads((Path(weights) / "image_converter.json").read_text("utf-8"))
+        config = json.loads((folder / "image_converter.json").read_text("utf-8"))
         return int(config["config"]["image_size"][0])
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return backbone.input_size

@@ -45,6 +45,11 @@ INSTALL_REQUIRES = [
     # loops in about 1 s under the GIL, which freezes Orange's window while
     # TensorFlow loads (0.6.0: 5 ms; doc/performance.md, "Orange's window").
     "ml_dtypes<0.7",
+    # LiteRT's interpreter for the converted models: TensorFlow 2.20+ schedules
+    # tf.lite.Interpreter for deletion in its favour. Measured the same speed and bit for
+    # bit the same output (doc/performance.md, "LiteRT"); small (no TensorFlow inside);
+    # wheels for Linux, Windows and Apple-silicon macs (Intel macs: tf.lite, as before).
+    'ai-edge-litert>=2.0; platform_system != "Darwin" or platform_machine == "arm64"',
 ]
 
 DOC_REQUIRE = ["sphinx>=7", "myst-parser>=2"]
@@ -54,6 +59,11 @@ CLOUD_REQUIRE = ["fsspec>=2024.2", "s3fs>=2024.2", "gcsfs>=2024.2", "adlfs>=2024
                  "aiohttp>=3.9"]
 #: A faster int8 runtime on CPUs without VNNI (doc/performance.md); optional.
 OPENVINO_REQUIRE = ["openvino>=2024.0"]
+#: The foundation encoders (DINOv2, SigLIP 2, SigLIP, CLIP; doc/foundation.md), an extra
+#: and not the base install, decided by trying keras-hub 0.32: it needs Python 3.11+
+#: (the add-on supports 3.10), and its tensorflow-text (all platforms but Windows) pins
+#: TensorFlow's minor version and has no wheels for Intel macs.
+FOUNDATION_REQUIRE = ['keras-hub>=0.32; python_version >= "3.11"']
 
 EXTRAS_REQUIRE = {
     "dask": DASK_REQUIRE,
@@ -63,8 +73,9 @@ EXTRAS_REQUIRE = {
     # the cluster tests need the dask extra, the runtime tests the openvino one, the
     # cloud tests s3fs and moto's S3 server (which they start on 127.0.0.1).
     "openvino": OPENVINO_REQUIRE,
+    "foundation": FOUNDATION_REQUIRE,
     "test": ["pytest>=7", "PyQt6>=6.5", "ruff>=0.6,<1", "build", "setuptools>=61", "wheel",
-             "markdown>=3", *DOC_REQUIRE, *DASK_REQUIRE, *OPENVINO_REQUIRE,
+             "markdown>=3", *DOC_REQUIRE, *DASK_REQUIRE, *OPENVINO_REQUIRE, *FOUNDATION_REQUIRE,
              "fsspec>=2024.2", "s3fs>=2024.2", "moto[server]>=5"],
     "doc": DOC_REQUIRE,
 }

@@ -125,7 +125,7 @@ class Bare:
 
         backbone = get_backbone(model)
         kwargs = {"alpha": alpha} if backbone.has_alpha else {}
-        self.model = getattr(keras.applications, backbone.constructor)(
+        self.model = getattr(keras.applications, backbone.name)(
             include_top=False, pooling="avg", weights=weights,
             input_shape=(SIDE, SIDE, 3), **kwargs)
         preprocess_input = importlib.import_module(

@@ -31,6 +31,8 @@ HERE = Path(__file__).resolve().parent
 SPEED_FILE = HERE / "backbone_speed.json"
 PAGE = HERE / "backbones.md"
 #: The original seven, then a handful of light modern ones.
+#: The classic CNNs of ``keras.applications``, in display order.
+CNNS = {name: b for name, b in BACKBONES.items() if not b.foundation}
 MEASURED = ORIGINAL_BACKBONES + ("MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
                                  "EfficientNetB0", "EfficientNetV2B0", "ResNet50V2",
                                  "DenseNet121", "NASNetMobile", "ConvNeXtTiny")
@@ -117,7 +119,7 @@ def weights_table() -> list[str]:
         "| Backbone | File in `$KERAS_HOME/models/` | Download from |",
         "|---|---|---|",
     ]
-    for name, b in BACKBONES.items():
+    for name, b in CNNS.items():
         url = b.weights_url()
         lines.append(f"| {name} | `{b.weights_filename()}` | <{url}> |")
     return lines + [""]
@@ -146,12 +148,14 @@ def render(speed: dict) -> str:
         "| Backbone | Features | Input | Min input | Download (MB) | Images/s (CPU) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, b in BACKBONES.items():
+    for name, b in CNNS.items():
         label = f"**{name}**" if name in ORIGINAL_BACKBONES else name
         minimum = "fixed" if b.fixed_input else str(b.min_input_size)
-        lines.append(f"| {label} | {b.feature_size} | {b.input_size} | {minimum} | "
+        lines.append(f"| {label} | {b.features()} | {b.input_size} | {minimum} | "
                      f"{b.download_mb:g} | {speed_cell(name, speed)} |")
-    lines += ["", "Backbones in **bold** are the seven of the original tool.", ""]
+    lines += ["", "Backbones in **bold** are the seven of the original tool.", "",
+              "The foundation encoders of keras-hub (DINOv2, SigLIP, SigLIP 2 and CLIP) come",
+              "after these in every list; see [foundation models](foundation.md).", ""]
     lines += weights_table()
     if speed:
         lines += [

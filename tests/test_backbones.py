@@ -84,13 +84,15 @@ def test_get_backbone_passes_a_backbone_through():
     assert get_backbone(vgg) is vgg
 
 
-def test_unknown_name_lists_the_valid_ones():
+def test_unknown_name_points_to_the_list_and_the_closest_name():
     with pytest.raises(UnknownBackboneError) as info:
         get_backbone("AlexNet")
     message = str(info.value)
-    assert "AlexNet" in message
-    for name in BACKBONES:
-        assert name in message
+    assert "AlexNet" in message and "--list-models" in message
+    assert f"all {len(BACKBONES)}" in message
+    with pytest.raises(UnknownBackboneError) as info:
+        get_backbone("ResNet05")
+    assert "did you mean 'ResNet50'?" in str(info.value)
     assert isinstance(info.value, TransferEmbedError)
     assert isinstance(info.value, ValueError)
 
@@ -104,7 +106,11 @@ def test_the_rest_of_keras_applications_is_there(name):
     assert get_backbone(name).name == name
 
 
-@pytest.mark.parametrize("backbone", list(BACKBONES.values()), ids=list(BACKBONES))
+CNNS = [b for b in BACKBONES.values() if not b.foundation]
+FOUNDATION = [b for b in BACKBONES.values() if b.foundation]
+
+
+@pytest.mark.parametrize("backbone", CNNS, ids=[b.name for b in CNNS])
 def test_entries_are_consistent(backbone):
     assert backbone.min_input_size <= backbone.input_size
     if backbone.fixed_input:
@@ -120,21 +126,60 @@ def test_entries_are_consistent(backbone):
             assert "notop" in name.replace("_", "").replace("-", "")
 
 
+def test_one_record_per_weights_variant():
+    """Each width is a record of its own, with its file, URL and size written out."""
+    mobilenet = get_backbone("MobileNet")
+    assert [v.alpha for v in mobilenet.variants] == [0.25, 0.5, 0.75, 1.0]
+    quarter = mobilenet.variant(0.25)
+    assert (quarter.features, quarter.file, quarter.download_mb) == \
+        (256, "mobilenet_2_5_224_tf_no_top.h5", 2.1)
+    assert quarter.url.endswith("/mobilenet/" + quarter.file)
+    assert get_backbone("MobileNetV2").features(1.4) == 1792
+    assert get_backbone("MobileNetV2").features(0.35) == 1280
+    assert not get_backbone("ResNet50").has_alpha
+
+
+@pytest.mark.parametrize("backbone", FOUNDATION, ids=[b.name for b in FOUNDATION])
+def test_foundation_entries_are_consistent(backbone):
+    arch = backbone.architecture
+    assert backbone.library == "keras-hub" and backbone.preprocessing == "preset"
+    assert backbone.weights_filename() == backbone.name  # the preset, and its folder
+    assert arch.kaggle_handle.endswith(f"/keras/{backbone.name}/" + arch.kaggle_handle[-1])
+    assert backbone.weights_url() == "https://www.kaggle.com/models/" + arch.kaggle_handle
+    assert backbone.input_size % arch.patch_size == 0 and backbone.download_mb > 0
+    width = arch.projection_dim or arch.hidden_dim
+    assert backbone.features() == width
+    assert backbone.fixed_input == (arch.kind != "dinov2")
+
+
+def test_families_are_true():
+    """``family`` groups the lists: every family named, the foundation ones last."""
+    families = [b.family for b in BACKBONES.values()]
+    assert {"VGG", "ResNet", "MobileNet", "DINOv2", "SigLIP", "SigLIP 2", "CLIP"} \
+        <= set(families)
+    assert {b.family for b in FOUNDATION} == {"DINOv2", "SigLIP", "SigLIP 2", "CLIP"}
+    assert list(BACKBONES.values())[len(CNNS):] == FOUNDATION
+
+
 def test_registry_does_not_import_tensorflow():
+    """Nor keras-hub: ``--list-models`` shows the foundation encoders from plain data."""
     code = (
         "import sys\n"
         "import orangecontrib.transferembed as te\n"
+        "from orangecontrib.transferembed.cli.main import main\n"
+        "main(['--list-models'])\n"
         "from orangecontrib.transferembed.models.registry import BACKBONES, get_backbone\n"
         "from orangecontrib.transferembed.config import EmbedConfig\n"
         "sizes = [b.features(a) for b in BACKBONES.values() for a in b.alphas()]\n"
         "EmbedConfig(model='vgg16', weights=None)\n"
         "assert get_backbone('mobilenet').features(0.25) == 256\n"
-        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules]\n"
         "print('heavy:', heavy)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "heavy: []" in done.stdout
+    assert "siglip2_base_patch16_224" in done.stdout and "Foundation encoders" in done.stdout
 
 
 #: Cheap backbones built with random weights at a small input: the real output

@@ -18,7 +18,7 @@ def embed(source, model: str = "MobileNet", *, labels=None,
           shape: tuple[int, int, int] | None = None,
           weights: str | os.PathLike | None = "imagenet", alpha: float = 1.0,
           input_size: int | str | None = None, resize: str = DEFAULT_RESIZE,
-          layer: str = DEFAULT_LAYER, pooling: str = "avg", runtime: str = "auto",
+          layer: str = DEFAULT_LAYER, pooling: str | None = None, runtime: str = "auto",
           precision: str = "fp32", batch_size: int = 32,
           memory_limit: int = DEFAULT_MEMORY_LIMIT,
           max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, cache: bool | str | os.PathLike = True,
@@ -26,7 +26,8 @@ def embed(source, model: str = "MobileNet", *, labels=None,
           download_progress: ByteProgress | None = None, status: Notice | None = None,
           notice: Notice | None = None, client=None,
           shards: str | os.PathLike | None = None) -> EmbeddingResult:
-    """Embed images with an ImageNet-pretrained backbone.
+    """Embed images with a pretrained backbone: an ImageNet CNN or a foundation encoder
+    (``"dinov2_small"``, ``"siglip2_base_patch16_224"``...; see doc/foundation.md).
 
     ``source`` is a folder (one subfolder per class), a ``label,path`` CSV,
     a ``.npy`` file (``labels`` then names the labels file, and ``shape``
@@ -35,14 +36,17 @@ def embed(source, model: str = "MobileNet", *, labels=None,
     fsspec URLs (``s3://bucket/photos`` as a folder, a CSV of URLs, a list of
     URLs; the ``[cloud]`` extra), which a cluster's workers read themselves.
 
-    ``weights`` is ``"imagenet"`` (Keras' cache under ``$KERAS_HOME/models``,
-    downloaded if missing), ``None`` for random weights, or a weights file.
+    ``weights`` is ``"imagenet"`` (the published weights: Keras' cache under
+    ``$KERAS_HOME/models``, or a foundation encoder's keras-hub preset under
+    ``$KERAS_HOME/presets``; downloaded if missing), ``None`` for random weights,
+    a weights file, or a keras-hub preset folder.
     ``input_size`` is None for the backbone's own size, a number, or
     ``"native"`` for each image's own size (pooled backbones only).
     ``resize`` is ``"crop"`` (the centre box of the input's shape, then
     resized; the default) or ``"stretch"`` (the whole image, as the original tool).
     ``layer`` is a Keras layer name (:func:`list_layers`) or ``"default"``, and a
-    spatial layer is pooled by ``pooling`` (``"avg"`` or ``"max"``).
+    spatial layer or a transformer's tokens are pooled by ``pooling`` (``"avg"``,
+    ``"max"``, or ``"cls"``, the class token; None: the backbone's own).
     ``runtime`` is ``"auto"``, ``"keras"``, ``"tflite"`` or ``"openvino"``;
     ``precision`` ``"fp32"`` (exact) or ``"int8"`` (faster, approximate).
     ``memory_limit`` bounds the bytes of decoded pixels in flight, and an image

@@ -7,8 +7,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import SettingsError
+from .models.registry import POOLINGS as POOLINGS  # the choices, for the faces
 from .models.registry import Backbone, get_backbone
-from .models.weights import file_digest, normalize_weights, weights_identity
+from .models.weights import default_input_size, file_digest, normalize_weights, weights_identity
 from .pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
 from .pipeline.sources import DEFAULT_MAX_IMAGE_BYTES
 
@@ -16,7 +17,6 @@ from .pipeline.sources import DEFAULT_MAX_IMAGE_BYTES
 NATIVE = "native"
 #: The backbone's own features: its global pool, or VGG's ``fc2``.
 DEFAULT_LAYER = "default"
-POOLINGS = ("avg", "max")
 RUNTIMES = ("auto", "keras", "tflite", "openvino")
 PRECISIONS = ("fp32", "int8")
 #: Pixels in flight (decoded images waiting and the batch being filled), by default.
@@ -46,7 +46,7 @@ class EmbedConfig:
     batch_size: int = 32
     cache: bool | str = True  #: True: the default cache; False: none; or a folder
     layer: str = DEFAULT_LAYER  #: a Keras layer name, or "default"
-    pooling: str = "avg"  #: how a spatial layer becomes one vector
+    pooling: str | None = None  #: how a map or tokens become one vector; None: the backbone's
     runtime: str = "auto"
     precision: str = "fp32"
     memory_limit: int = DEFAULT_MEMORY_LIMIT  #: bytes of pixels in flight
@@ -60,7 +60,7 @@ class EmbedConfig:
         self._set("alpha", float(self.alpha))
         backbone.features(self.alpha)  # validates alpha
         _check_choice(self.resize, RESIZE_POLICIES, "resize")
-        _check_choice(self.pooling, POOLINGS, "pooling")
+        self._set("pooling", backbone.pooling(self.pooling))
         _check_choice(self.runtime, RUNTIMES, "runtime")
         _check_choice(self.precision, PRECISIONS, "precision")
         self._set("layer", str(self.layer).strip() or DEFAULT_LAYER)
@@ -69,7 +69,7 @@ class EmbedConfig:
                                             "memory limit (bytes)"))
         self._set("decode_threads", _at_least(self.decode_threads, 0, "decode threads"))
         self._set("max_image_bytes", _at_least(self.max_image_bytes, 1, "image size limit (bytes)"))
-        self._set("input_size", _input_size(backbone, self.input_size))
+        self._set("input_size", _input_size(backbone, self.input_size, self.weights))
         if self.cache is not True and self.cache is not False:
             self._set("cache", os.fspath(self.cache))
 
@@ -90,8 +90,10 @@ class EmbedConfig:
 
     @property
     def known_feature_size(self) -> int | None:
-        """The number of features, where the registry knows it (the default layer)."""
-        return self.backbone.features(self.alpha) if self.default_layer else None
+        """The number of features, where the registry knows it for sure: the default layer
+        of a classic CNN (a keras-hub preset folder may hold any width)."""
+        return self.backbone.features(self.alpha) \
+            if self.default_layer and not self.backbone.foundation else None
 
     @property
     def cache_folder(self) -> Path:
@@ -165,10 +167,11 @@ def _at_least(value, low: int, what: str) -> int:
     return number
 
 
-def _input_size(backbone: Backbone, requested) -> int | str:
+def _input_size(backbone: Backbone, requested, weights: str | None) -> int | str:
     """The square input size in pixels, or NATIVE; refuses what the backbone cannot take."""
+    own = default_input_size(backbone, weights)
     if requested is None:
-        return backbone.input_size
+        return own
     if requested == NATIVE:
         if backbone.fixed_input or not backbone.pooled:
             raise SettingsError(
@@ -177,12 +180,7 @@ def _input_size(backbone: Backbone, requested) -> int | str:
                 f"image's own size works only for pooled backbones that take any input size")
         return NATIVE
     size = _at_least(requested, 1, "input size")
-    if backbone.fixed_input and size != backbone.input_size:
-        raise SettingsError(f"{backbone.name} takes only {backbone.input_size}x"
-                            f"{backbone.input_size} input")
-    if size < backbone.min_input_size:
-        raise SettingsError(f"{backbone.name} needs an input size of at least "
-                            f"{backbone.min_input_size}, got {size}")
+    backbone.check_input_size(size, own)
     return size
 
 

@@ -67,8 +67,10 @@ def add_run_arguments(group) -> None:
                        help="fit images to the input: 'crop' the centre box of the input's "
                             "shape, then resize (default), or 'stretch' the whole image "
                             "(as the original tool)")
-    group.add_argument("--pooling", choices=POOLINGS, default="avg",
-                       help="how a spatial layer becomes one vector (default: avg)")
+    group.add_argument("--pooling", choices=POOLINGS, default=None,
+                       help="how a spatial layer or a transformer's tokens become one "
+                            "vector: avg, max, or cls (the class token); default: the "
+                            "backbone's own (avg; DINOv2: cls)")
     group.add_argument("--runtime", choices=RUNTIMES, default="auto",
                        help="what runs the model: auto (the fastest exact one here), keras, "
                             "tflite, or openvino (the [openvino] extra)")

@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 def list_models() -> None:
     print(f"{'model':<20}{'features':>9}{'input':>7}{'min':>6}{'download':>10}  feature layer")
     for backbone in BACKBONES.values():
+        if backbone.foundation:
+            continue
         size = f"{backbone.features():d}"
         if backbone.has_alpha:
             size += "*a"
@@ -117,6 +119,23 @@ def list_models() -> None:
               f"{backbone.min_input_size:>6}{backbone.download_mb:>8.1f}MB  "
               f"{backbone.feature_description}")
     print("*a: times the width multiplier --alpha (MobileNet: 0.25, 0.5, 0.75, 1.0)")
+    list_foundation_models()
+
+
+def list_foundation_models() -> None:
+    """The keras-hub encoders, by family, from the registry alone (keras-hub not imported)."""
+    from ..models.weights import INSTALL_HINT, find_preset
+
+    print(f"\nFoundation encoders (keras-hub presets; {INSTALL_HINT} if missing; "
+          f"doc/foundation.md):")
+    print(f"{'model':<30}{'family':<10}{'features':>9}{'input':>7}{'download':>11}  feature")
+    for backbone in BACKBONES.values():
+        if backbone.foundation:
+            here = "  (here)" if find_preset(backbone) else ""
+            print(f"{backbone.name:<30}{backbone.family:<10}{backbone.features():>9}"
+                  f"{backbone.input_size:>7}{backbone.download_mb:>8.0f}MB~  "
+                  f"{backbone.feature_description}{here}")
+    print("~: keras-hub's parameter count at 4 bytes each (image and text towers)")
 
 
 def list_layers(name: str, alpha: float) -> None:
@@ -128,7 +147,8 @@ def list_layers(name: str, alpha: float) -> None:
           + " that give features; use one with --layer NAME:")
     print(f"{'layer':<40}{'features':>9}  output")
     for layer in found:
-        kind = "map, pooled by --pooling" if layer.spatial else "vector"
+        what = "tokens" if backbone.foundation else "map"
+        kind = f"{what}, pooled by --pooling" if layer.spatial else "vector"
         print(f"{layer.name:<40}{layer.features:>9}  {kind}"
               + ("  (default)" if layer.default else ""))
 

@@ -1,11 +1,15 @@
 """Keras models from a backbone: cut at a feature layer, pooled, with their weights.
 
-Every function here imports TensorFlow (through :mod:`.tfimport`) when called.
+One builder per model library: ``keras.applications`` here, keras-hub in
+:mod:`.hub`; :func:`pixel_step` is the one door both runtimes use (the Keras
+runtime runs it, the converter converts it). Every function here imports
+TensorFlow (through :mod:`.tfimport`) when called.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 from dataclasses import dataclass
 
 from ..errors import SettingsError, WeightsUnavailableError
@@ -34,7 +38,7 @@ def _keras():
 def _full_model(keras, backbone: Backbone, alpha: float, input_size: int | None,
                 pooling: str | None):
     """The backbone without its classifier (with it for VGG, whose feature is fc2)."""
-    constructor = getattr(keras.applications, backbone.constructor)
+    constructor = getattr(keras.applications, backbone.name)
     kwargs = {"weights": None}
     if backbone.has_alpha:
         kwargs["alpha"] = alpha
@@ -42,6 +46,29 @@ def _full_model(keras, backbone: Backbone, alpha: float, input_size: int | None,
         return constructor(include_top=False, pooling=pooling,
                            input_shape=(input_size, input_size, 3), **kwargs)
     return constructor(include_top=True, **kwargs)
+
+
+def pixel_step(backbone: Backbone, alpha: float, input_size: int | None,
+               weights_path: str | None, layer: str = "default", pooling: str = "avg"):
+    """``(model, step)``: the feature model, and one ``tf.function`` from a float32 batch
+    of 0..255 RGB pixels (``input_size`` square, None: any) through the backbone's own
+    preprocessing to its features."""
+    if backbone.foundation:
+        from . import hub
+
+        model, preprocess = hub.build(backbone, input_size, weights_path, layer, pooling)
+    else:
+        model = build(backbone, alpha, input_size, weights_path, layer, pooling)
+        preprocess = importlib.import_module(
+            f"keras.applications.{backbone.module}").preprocess_input
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((None, input_size, input_size, 3),
+                                                tf.float32)])
+    def step(batch):
+        return model(preprocess(batch), training=False)
+
+    return model, step
 
 
 def build(backbone: Backbone, alpha: float, input_size: int | None, weights_path: str | None,
@@ -97,6 +124,11 @@ def _load_weights(model, backbone: Backbone, alpha: float, path: str) -> None:
 
 def list_layers(backbone: Backbone, alpha: float = 1.0) -> list[Layer]:
     """The layers of ``backbone`` that can give features, input to output."""
+    if backbone.foundation:  # transformer blocks, from the registry alone
+        from .hub import layer_names
+
+        width = backbone.architecture.hidden_dim
+        return [Layer(name, width, True) for name in layer_names(backbone)]
     keras = _keras()
     model = _full_model(keras, backbone, alpha, backbone.input_size, None)
     layers = []

@@ -31,11 +31,10 @@ from pathlib import Path
 
 from ..config import EmbedConfig
 from ..errors import EmbeddingCancelled
-from ..models import builders as models
 from ..models import tfimport
 from . import calibration
 from .base import ConversionFailed
-from .keras_runtime import fixed_size, preprocessing
+from .keras_runtime import feature_step, fixed_size
 
 _CALIBRATION_BATCH = 8
 #: The child's exit codes, besides 0 (converted).
@@ -49,24 +48,16 @@ POLL_S = 0.1
 
 def flatbuffer(config: EmbedConfig, weights_path: str | None) -> bytes:
     """The TFLite flatbuffer of ``config``'s model and precision, made in this process."""
-    model = models.build(config.backbone, config.alpha, fixed_size(config), weights_path,
-                         config.layer, config.pooling)
+    _model, step = feature_step(config, weights_path)
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
-    preprocess = preprocessing(config)
-    side = fixed_size(config)
-
-    @tf.function(input_signature=[tf.TensorSpec((None, side, side, 3), tf.float32)])
-    def step(batch):
-        return model(preprocess(batch), training=False)
-
     frozen = convert_variables_to_constants_v2(step.get_concrete_function())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], tf.Module())
     if config.precision == "int8":
-        images = calibration.calibration_images(side)
+        images = calibration.calibration_images(fixed_size(config))
 
         def representative():
             for start in range(0, len(images), _CALIBRATION_BATCH):

@@ -1,4 +1,7 @@
-"""Running a converted model with TensorFlow Lite's interpreter (XNNPACK)."""
+"""Running a converted model with LiteRT's interpreter (XNNPACK), where ``ai-edge-litert``
+is installed, else TensorFlow's own ``tf.lite.Interpreter`` (which TensorFlow 2.20+
+schedules for deletion in favour of LiteRT). Both run the same file with the same
+kernels; doc/performance.md compares them."""
 
 from __future__ import annotations
 
@@ -11,15 +14,19 @@ import numpy as np
 from ..models.tfimport import filtered_stderr, import_tensorflow
 
 
-def _interpreter_class():
-    """TensorFlow's own interpreter; LiteRT's where a TensorFlow no longer has it."""
+def interpreter_class(prefer_litert: bool = True):
+    """LiteRT's interpreter where it is installed (and preferred), else TensorFlow's."""
+    if prefer_litert:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            pass
+        else:
+            return Interpreter
     import_tensorflow()
     import tensorflow as tf
 
-    interpreter = getattr(getattr(tf, "lite", None), "Interpreter", None)
-    if interpreter is None:
-        from ai_edge_litert.interpreter import Interpreter as interpreter
-    return interpreter
+    return tf.lite.Interpreter
 
 
 class TFLiteRuntime:
@@ -27,13 +34,14 @@ class TFLiteRuntime:
 
     name = "tflite"
 
-    def __init__(self, model: Path | bytes, precision: str, threads: int):
+    def __init__(self, model: Path | bytes, precision: str, threads: int,
+                 prefer_litert: bool = True):
         self.precision = precision
         source = {"model_content": model} if isinstance(model, bytes) \
             else {"model_path": str(model)}
         with warnings.catch_warnings(), filtered_stderr():
             warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated"
-            self._interpreter = _interpreter_class()(num_threads=threads, **source)
+            self._interpreter = interpreter_class(prefer_litert)(num_threads=threads, **source)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._shape: tuple | None = None

@@ -56,14 +56,23 @@ class Choice:
 
 
 def backbone_text(backbone: Backbone, alpha: float = 1.0) -> str:
-    """A backbone as the combo box shows it, at width ``alpha``."""
+    """A backbone as the combo box shows it, at width ``alpha``; a foundation encoder
+    with its family, and marked where its preset is on this machine."""
     alpha = alpha if alpha in backbone.alphas() else 1.0
+    if backbone.foundation:
+        here = ", here" if find_imagenet_file(backbone) is not None else ""
+        return f"{backbone.name} · {backbone.family} foundation encoder " \
+               f"({backbone.features()} features, ≈{backbone.download_mb:.0f} MB{here})"
     return f"{backbone.name} ({backbone.features(alpha)} features, " \
            f"{backbone.download_size(alpha):g} MB)"
 
 
 def weights_text(backbone: Backbone, alpha: float) -> str:
-    """Where the ImageNet weights are: on this machine, or to download."""
+    """Where the published weights are: on this machine, or to download."""
+    if backbone.foundation:
+        found = find_imagenet_file(backbone)
+        where = f"on this machine in {found}" if found else "downloaded once"
+        return f"keras-hub preset {backbone.name} (≈{backbone.download_mb:.0f} MB, {where})"
     name = backbone.weights_filename(alpha)
     if find_imagenet_file(backbone, alpha) is not None:
         return f"ImageNet weights {name} ({backbone.download_size(alpha):g} MB, on this machine)"

@@ -181,7 +181,8 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
             None, self, "weights_index", items=["ImageNet", "None (random)", "File…"],
             callback=self._weights_changed)
         self.weights_row = PathRow(self, None, "weights_path", "recent_weights", "Weights file",
-                                   "Keras weights (*.h5 *.keras *.weights.h5);;All files (*)",
+                                   "Keras weights (*.h5 *.keras *.weights.h5);;"
+                                   "keras-hub preset folder (config.json);;All files (*)",
                                    self._weights_file_chosen)
         self.model_info = QLabel(wordWrap=True)
         self.weights_info = QLabel(wordWrap=True)
@@ -308,12 +309,15 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
                                           "use ImageNet or random weights.")
         weights = {"imagenet": "imagenet", "none": None}.get(self.weights, self.weights_path)
         native = self.input_size == "native" and backbone.pooled and not backbone.fixed_input
+        # a foundation encoder's own feature (DINOv2's class token); Pooling: for its blocks
+        own = backbone.foundation and self.layer == DEFAULT_LAYER
         return EmbedConfig(
             model=backbone.name, weights=weights,
             alpha=float(self.alpha) if float(self.alpha) in backbone.alphas() else 1.0,
             input_size=NATIVE if native else None, resize=self.resize_policy,
-            batch_size=self.batch_size, layer=self.layer, pooling=self.pooling,
-            precision=self.precision, cache=bool(self.use_cache))
+            batch_size=self.batch_size, layer=self.layer,
+            pooling=None if own else self.pooling, precision=self.precision,
+            cache=bool(self.use_cache))
 
     @gui.deferred
     def commit(self):

@@ -418,3 +418,21 @@ def test_a_bad_memory_limit_is_a_setting_error():
         parse_memory("plenty")
     with pytest.raises(SettingsError, match="at least"):
         embed(np.zeros((1, 32, 32, 3), np.uint8), memory_limit=1000, **FAST)
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """``kill -9`` during the final write leaves a temporary file; the next write of the
+    same output removes it, but never one of a process still running."""
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname().replace(".", "_")
+    target = tmp_path / "run_data.npy"
+    orphan = tmp_path / f".run_data.npy.{host}-{dead.pid}.0badcafe.part"
+    live = tmp_path / f".run_data.npy.{host}-{os.getpid()}.1badcafe.part"
+    orphan.write_bytes(b"half")
+    live.write_bytes(b"busy")
+    write_atomically([target], lambda file: file.write(b"whole"))
+    assert target.read_bytes() == b"whole"
+    assert not orphan.exists() and live.exists()

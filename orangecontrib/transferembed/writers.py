@@ -7,7 +7,9 @@ half-written file and never clobbers an existing one. The temporary file is
 created with the mode ``open()`` would give it (the kernel applies the umask).
 Files written together are committed with signals held back, and a pair never
 mixes a new file with an old one: the old partner is removed before the new
-files are renamed into place.
+files are renamed into place. A temporary file names the host and process that
+write it, so that one left by a killed run (``kill -9``) is removed by the next
+write of the same output on that host.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import io
 import os
 import secrets
 import signal
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO
 
@@ -44,7 +48,8 @@ class _Staged:
 
     def __init__(self, target: Path, mode: str = "wb"):
         self.target = target
-        self.tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
+        _remove_orphans(target)
+        self.tmp = target.parent / f".{target.name}.{_owner()}.{secrets.token_hex(4)}.part"
         fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         kwargs = {"newline": "", "encoding": "utf-8"} if "b" not in mode else {}
         self.file: IO = os.fdopen(fd, mode, **kwargs)
@@ -61,6 +66,31 @@ class _Staged:
         if not self.file.closed:
             self.file.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def _owner() -> str:
+    """This host and process, as a temporary file's name records them."""
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def _remove_orphans(target: Path) -> None:
+    """Remove the temporary files of ``target`` that a process of this host, now gone,
+    left behind (killed before it could clean up)."""
+    host = socket.gethostname().replace(".", "_")
+    for part in target.parent.glob(f".{glob_escape(target.name)}.{host}-*.part"):
+        pid = part.name[len(target.name) + len(host) + 3:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            part.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -86,6 +86,10 @@ class Backbone:
         """The width multipliers this backbone accepts (``(1.0,)`` if none)."""
         return self.widths.values if self.widths else (1.0,)
 
+    def usable_alpha(self, alpha: float) -> float:
+        """``alpha`` if this backbone takes it, else 1.0 (a width set for another backbone)."""
+        return float(alpha) if float(alpha) in self.alphas() else 1.0
+
     def _width(self, alpha: float) -> int | None:
         check_alpha(self, alpha)
         return self.widths.position(alpha) if self.widths else None

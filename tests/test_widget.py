@@ -285,7 +285,7 @@ class TestSettingsAndLayout(WidgetCase):
         self.widget.layer, self.widget.pooling, self.widget.precision = "conv1", "max", "int8"
         settings = self.widget.settingsHandler.pack_data(self.widget)
         assert settings["model_name"] == "MobileNet" and settings["alpha"] == 0.5
-        assert settings["__version__"] == 2
+        assert settings["__version__"] == 3
         copy = self.create_widget(OWTransferEmbedding, stored_settings=settings)
         for name in ("model_name", "alpha", "source", "csv_path", "weights", "batch_size",
                      "input_size", "resize_policy", "layer", "pooling", "precision"):

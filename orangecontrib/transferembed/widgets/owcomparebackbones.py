@@ -124,7 +124,7 @@ def scores_table(outcome: CompareOutcome) -> Table:
     return table
 
 
-class OWCompareBackbones(OWWidget, ConcurrentWidgetMixin, WorkerNewsMixin, RunControlMixin,
+class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentWidgetMixin,
                          ImageSourceMixin, EmbeddingOptionsMixin):
     name = "Compare Backbones"
     description = ("Compare backbones and their layers as representations of labelled "

@@ -80,7 +80,7 @@ def run(make_source: Callable, config: EmbedConfig, data: Table | None,
                    result.notices)
 
 
-class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, WorkerNewsMixin, RunControlMixin,
+class OWTransferEmbedding(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentWidgetMixin,
                           ImageSourceMixin, EmbeddingOptionsMixin):
     name = "Transfer Embedding"
     description = "Embed images with an ImageNet-pretrained CNN from keras.applications."

@@ -437,6 +437,7 @@ class EmbeddingOptionsMixin:
 
         speed = INT8_SPEED[int8_pays_off()] if self.precision == "int8" else ""
         self.precision_cost.setText(PRECISION_COST.get(self.precision, "").format(speed=speed))
+        self.precision_cost.setVisible(self.precision != "fp32")  # exact needs no word
 
 
 class LayerLister:

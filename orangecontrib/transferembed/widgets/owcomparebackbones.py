@@ -197,7 +197,7 @@ class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentW
     def _setup_candidates_box(self):
         box = gui.vBox(self.controlArea, "Candidates")
         self.candidate_model = QStandardItemModel()
-        self.candidate_view = QListView(minimumHeight=120)
+        self.candidate_view = QListView(minimumHeight=100)
         self.candidate_view.setSizePolicy(QSizePolicy.Policy.Preferred,
                                           QSizePolicy.Policy.Expanding)
         self.candidate_view.setModel(self.candidate_model)
@@ -215,14 +215,16 @@ class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentW
                                       autoDefault=False, width=44)
         gui.button(row, self, "Add", callback=self._add_layer, autoDefault=False, width=44)
         self.layer_combo.addItem("(List the layers)")
-        gui.comboBox(box, self, "alpha_index", label="MobileNet width (alpha):",
+        row = gui.hBox(box)
+        gui.comboBox(row, self, "alpha_index", label="Width:",
                      orientation=Qt.Orientation.Horizontal, items=[f"{a:g}" for a in ALPHAS],
-                     callback=self._width_changed)
-        gui.comboBox(box, self, "weights_index", label="Weights:",
+                     callback=self._width_changed,
+                     tooltip="MobileNet's width (alpha), for the backbones that have one")
+        gui.comboBox(row, self, "weights_index", label="Weights:",
                      orientation=Qt.Orientation.Horizontal,
                      items=["ImageNet", "None (random)"], callback=self.settings_changed)
-        gui.spin(box, self, "folds", 2, 20, label="Cross-validation folds:",
-                 callback=self.settings_changed, controlWidth=64)
+        gui.spin(row, self, "folds", 2, 20, label="Folds:", callback=self.settings_changed,
+                 controlWidth=48, tooltip="Cross-validation folds")
 
     def _candidate_text(self, label: str) -> str:
         candidate = Candidate.parse(label)
@@ -475,8 +477,9 @@ class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentW
                                           beam=0.2, pen=pg.mkPen("k")))
         for y, value, sd in zip(positions, ca, spread, strict=True):
             label = pg.TextItem(f"{value:.3f}", color="k", anchor=(0, 0.5))
-            label.setPos(min(value + sd, 1.0) + 0.01, y)
+            label.setPos(value + sd + 0.015, y)  # right of the error bar's end
             self.plot.addItem(label)
+        self.plot.setXRange(0, max(1.0, float(np.max(ca + spread))) + 0.14)
         self.plot.getAxis("left").setTicks([[(i, s.candidate.label)
                                              for i, s in enumerate(shown)]])
         self.plot.setYRange(-0.6, len(shown) - 0.4)

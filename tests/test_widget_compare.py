@@ -362,7 +362,9 @@ class TestLearner(CompareCase):
     def test_scores_with_the_learner_on_its_input(self):
         if not takes_learners():
             self.skipTest("comparison.compare() takes no estimator yet (issue 17, core half)")
-        self.send_signal(self.widget.Inputs.learner, KNNLearner())
+        learner = KNNLearner()
+        learner.name = "kNN"  # as the kNN widget names it
+        self.send_signal(self.widget.Inputs.learner, learner)
         self.send_signal(self.widget.Inputs.images, self.table())
         scores = self.wait()
         assert list(scores.get_column("learner")) == ["kNN"]
@@ -375,3 +377,53 @@ class TestLearner(CompareCase):
         assert OWCompareBackbones.Inputs.learner.name == "Learner"
         self.send_signal(self.widget.Inputs.learner, LogisticRegressionLearner())
         assert "Scored by logistic regression" in self.widget.scorer_label.text()
+
+
+class TestExampleWorkflow(CompareCase):
+    WORKFLOW = "140-compare-representations.ows"
+
+    def workflow(self) -> tuple[Path, str]:
+        from orangecontrib.transferembed import tutorials
+
+        folder = Path(tutorials.__file__).parent
+        return folder, (folder / self.WORKFLOW).read_text(encoding="utf-8")
+
+    def test_links_import_images_compare_learner_and_test_and_score(self):
+        import re
+
+        _, text = self.workflow()
+        nodes = dict(re.findall(r'<node id="(\d+)" name="([^"]+)"', text))
+        links = {(nodes[a], channel, nodes[b]) for a, b, channel in re.findall(
+            r'source_node_id="(\d+)" sink_node_id="(\d+)" source_channel="[^"]+" '
+            r'sink_channel="([^"]+)"', text)}
+        assert {("Import Images", "Images", "Compare Backbones"),
+                ("Neural Network", "Learner", "Compare Backbones"),
+                ("Compare Backbones", "Data", "Test and Score"),
+                ("Neural Network", "Learner", "Test and Score")} <= links
+        assert "mobilenet_2_5_224_tf_no_top.h5" in text  # the note says it, for offline
+
+    def test_runs_on_the_shipped_shapes(self):
+        import ast
+        import re
+
+        owimageimport = pytest.importorskip(
+            "orangecontrib.imageanalytics.widgets.owimageimport")
+        folder, text = self.workflow()
+        node = re.search(r'<node id="(\d+)" name="Compare Backbones"', text).group(1)
+        stored = ast.literal_eval(re.search(
+            rf'<properties node_id="{node}" format="literal">(.*?)</properties>',
+            text).group(1))
+        assert (stored["weights"], stored["alpha"]) == ("imagenet", 0.25)
+        assert stored["checked"] == DEFAULT_CANDIDATES and stored["source"] == "table"
+        importer = self.create_widget(owimageimport.OWImportImages,
+                                      env={"basedir": str(folder)})
+        importer.setCurrentPath(str(folder / "shapes"))
+        importer.start()
+        images = self.get_output(importer.Outputs.data, widget=importer,
+                                 wait=TIMEOUT_MS)
+        assert len(images) == 24
+        stored.update(weights="none", folds=2)  # no network here: the images are the point
+        widget = self.create_widget(OWCompareBackbones, stored_settings=stored)
+        self.send_signal(widget.Inputs.images, images, widget=widget)
+        scores = self.wait(widget)
+        assert len(scores) == 3 and list(scores.get_column("note")) == [""] * 3

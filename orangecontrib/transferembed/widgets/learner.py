@@ -15,7 +15,7 @@ from Orange.data import ContinuousVariable, DiscreteVariable, Domain, Table
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 #: Who scores without a learner on the input: comparison's own probe.
-DEFAULT_SCORER = "logistic regression (standardised)"
+DEFAULT_SCORER = "logistic regression"
 
 
 class OrangeLearnerClassifier(ClassifierMixin, BaseEstimator):
@@ -23,6 +23,11 @@ class OrangeLearnerClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, learner: Learner | None = None):
         self.learner = learner
+
+    @property
+    def name(self) -> str:
+        """The learner's name, which the scores show (``kNN``, ``Neural Network``)."""
+        return learner_name(self.learner)
 
     def fit(self, X, y) -> OrangeLearnerClassifier:
         self.classes_, codes = np.unique(np.asarray(y), return_inverse=True)

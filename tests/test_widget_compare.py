@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from AnyQt.QtCore import Qt
 from Orange.classification import KNNLearner, LogisticRegressionLearner
+from Orange.widgets.model.owknn import OWKNNLearner
 from Orange.widgets.tests import base
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
@@ -351,19 +352,23 @@ class TestLearner(CompareCase):
         rng = np.random.default_rng(0)
         X = np.vstack([rng.normal(0, 1, (20, 3)), rng.normal(3, 1, (20, 3))])
         y = np.array(["a"] * 20 + ["b"] * 20)
-        estimator = OrangeLearnerClassifier(KNNLearner())
-        copy = clone(estimator)
-        assert isinstance(copy.learner, KNNLearner)
-        assert cross_val_score(copy, X, y, cv=4).mean() > 0.9
-        proba = copy.fit(X, y).predict_proba(X)
-        assert proba.shape == (40, 2) and np.allclose(proba.sum(axis=1), 1)
-        assert list(copy.classes_) == ["a", "b"]
+        knn_widget = self.create_widget(OWKNNLearner)
+        fitter = self.get_output(knn_widget.Outputs.learner, widget=knn_widget)
+        for learner in (KNNLearner(), fitter):  # the kNN widget sends a fitter
+            estimator = OrangeLearnerClassifier(learner)
+            copy = clone(estimator)
+            assert copy.learner is learner and copy is not estimator
+            assert cross_val_score(copy, X, y, cv=4).mean() > 0.9
+            proba = copy.fit(X, y).predict_proba(X)
+            assert proba.shape == (40, 2) and np.allclose(proba.sum(axis=1), 1)
+            assert list(copy.classes_) == ["a", "b"]
+        assert OrangeLearnerClassifier(fitter).name == "kNN"
 
     def test_scores_with_the_learner_on_its_input(self):
         if not takes_learners():
             self.skipTest("comparison.compare() takes no estimator yet (issue 17, core half)")
-        learner = KNNLearner()
-        learner.name = "kNN"  # as the kNN widget names it
+        knn_widget = self.create_widget(OWKNNLearner)
+        learner = self.get_output(knn_widget.Outputs.learner, widget=knn_widget)
         self.send_signal(self.widget.Inputs.learner, learner)
         self.send_signal(self.widget.Inputs.images, self.table())
         scores = self.wait()

@@ -24,6 +24,12 @@ class OrangeLearnerClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, learner: Learner | None = None):
         self.learner = learner
 
+    def __sklearn_clone__(self) -> OrangeLearnerClassifier:
+        """A new classifier on the same learner: an Orange learner keeps nothing between
+        fits, and some (the kNN widget's fitter) have a ``get_params`` of their own that
+        scikit-learn's default cloning would call with arguments it does not take."""
+        return type(self)(self.learner)
+
     @property
     def name(self) -> str:
         """The learner's name, which the scores show (``kNN``, ``Neural Network``)."""

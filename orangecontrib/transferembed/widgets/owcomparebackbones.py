@@ -196,6 +196,7 @@ class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentW
 
     def _setup_candidates_box(self):
         box = gui.vBox(self.controlArea, "Candidates")
+        self.controlArea.layout().setStretchFactor(box, 1)  # the list takes the height
         self.candidate_model = QStandardItemModel()
         self.candidate_view = QListView(minimumHeight=100)
         self.candidate_view.setSizePolicy(QSizePolicy.Policy.Preferred,

@@ -168,3 +168,42 @@ class TestSources(EmbeddingCase):
         source = request.make(lambda: False)
         assert list(source.labels) == ["circles", "circles", "squares", "squares"]
         self.wait()
+
+
+def _core_stops_conversions() -> bool:
+    import inspect
+
+    from orangecontrib.transferembed.runtimes import conversion
+
+    return "is_cancelled" in inspect.signature(conversion.convert).parameters
+
+
+class TestSwitchDuringConversion(EmbeddingCase):
+    @pytest.mark.own_store
+    def test_switching_backbone_ends_the_conversion_child(self):
+        import time
+
+        import psutil
+
+        if not _core_stops_conversions():
+            self.skipTest("the core does not stop a conversion yet (issue 17, core half)")
+        widget = self.widget
+        widget.folder_path = str(self.drawn / "images")
+        names = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
+        widget.model_index = next(i for i, t in enumerate(names) if t.startswith("InceptionV3"))
+        widget._model_changed()
+        widget.set_source_kind("folder")
+        widget.commit.now()
+        deadline = time.monotonic() + 120
+        while "Converting InceptionV3" not in str(widget.Information.stage):
+            self.process_events()
+            assert time.monotonic() < deadline
+        time.sleep(1)
+        children = psutil.Process().children(recursive=True)
+        assert children, "no conversion child"
+        widget.model_index = next(i for i, t in enumerate(names) if t.startswith("MobileNet "))
+        widget._model_changed()  # the user switches: InceptionV3 is no longer wanted
+        _, alive = psutil.wait_procs(children, timeout=5)
+        assert not alive, "the conversion child still runs 5 s after the switch"
+        out = self.wait()
+        assert len(out.domain.attributes) == 256  # MobileNet's

@@ -393,7 +393,7 @@ class TestExampleWorkflow(CompareCase):
         folder = Path(tutorials.__file__).parent
         return folder, (folder / self.WORKFLOW).read_text(encoding="utf-8")
 
-    def test_links_import_images_compare_learner_and_test_and_score(self):
+    def test_links_compare_learner_and_test_and_score(self):
         import re
 
         _, text = self.workflow()
@@ -401,34 +401,39 @@ class TestExampleWorkflow(CompareCase):
         links = {(nodes[a], channel, nodes[b]) for a, b, channel in re.findall(
             r'source_node_id="(\d+)" sink_node_id="(\d+)" source_channel="[^"]+" '
             r'sink_channel="([^"]+)"', text)}
-        assert {("Import Images", "Images", "Compare Backbones"),
-                ("Neural Network", "Learner", "Compare Backbones"),
+        assert {("Neural Network", "Learner", "Compare Backbones"),
                 ("Compare Backbones", "Data", "Test and Score"),
                 ("Neural Network", "Learner", "Test and Score")} <= links
         assert "mobilenet_2_5_224_tf_no_top.h5" in text  # the note says it, for offline
+        assert "Import Images" in text  # and how to use Import Images instead
 
     def test_runs_on_the_shipped_shapes(self):
         import ast
         import re
 
-        owimageimport = pytest.importorskip(
-            "orangecontrib.imageanalytics.widgets.owimageimport")
         folder, text = self.workflow()
         node = re.search(r'<node id="(\d+)" name="Compare Backbones"', text).group(1)
         stored = ast.literal_eval(re.search(
             rf'<properties node_id="{node}" format="literal">(.*?)</properties>',
             text).group(1))
         assert (stored["weights"], stored["alpha"]) == ("imagenet", 0.25)
-        assert stored["checked"] == DEFAULT_CANDIDATES and stored["source"] == "table"
-        importer = self.create_widget(owimageimport.OWImportImages,
-                                      env={"basedir": str(folder)})
+        assert stored["checked"] == DEFAULT_CANDIDATES
+        assert (stored["source"], stored["folder_path"]) == ("folder", "shapes")
+        stored.update(weights="none", folds=2)  # no network here: the images are the point
+        widget = self.create_widget(OWCompareBackbones, stored_settings=stored,
+                                    env={"basedir": str(folder)})
+        scores = self.wait(widget)  # it compares on opening
+        assert len(scores) == 3 and list(scores.get_column("note")) == [""] * 3
+
+    def test_import_images_output_is_scored(self):
+        owimageimport = pytest.importorskip(
+            "orangecontrib.imageanalytics.widgets.owimageimport")
+        folder, _ = self.workflow()
+        importer = self.create_widget(owimageimport.OWImportImages)
         importer.setCurrentPath(str(folder / "shapes"))
         importer.start()
-        images = self.get_output(importer.Outputs.data, widget=importer,
-                                 wait=TIMEOUT_MS)
+        images = self.get_output(importer.Outputs.data, widget=importer, wait=TIMEOUT_MS)
         assert len(images) == 24
-        stored.update(weights="none", folds=2)  # no network here: the images are the point
-        widget = self.create_widget(OWCompareBackbones, stored_settings=stored)
-        self.send_signal(widget.Inputs.images, images, widget=widget)
-        scores = self.wait(widget)
-        assert len(scores) == 3 and list(scores.get_column("note")) == [""] * 3
+        self.send_signal(self.widget.Inputs.images, images)
+        scores = self.wait()
+        assert len(scores) == 1 and list(scores.get_column("note")) == [""]

@@ -228,7 +228,7 @@ class TestCompareBackbonesWidget(base.WidgetTest):
         assert any(t.startswith("MobileNet (256 features;") for t in texts)
         assert any(t.startswith("VGG16 (4096 features; 553.5 MB to download)") for t in texts)
         mobilenet = next(i for i, t in enumerate(texts) if t.startswith("MobileNet ("))
-        assert texts[mobilenet + 1].startswith("MobileNet:conv_pw_11_relu (layer conv_pw_11_relu")
+        assert texts[mobilenet + 1].startswith("MobileNet:conv_pw_11_relu (layer; 2.1 MB")
 
     def test_nothing_checked(self):
         self.widget.checked = []

@@ -168,7 +168,7 @@ class TestCandidates(CompareCase):
         self.widget._add_layer()
         assert heard, "the view heard nothing of the new row"
         row = next(r for r, t in enumerate(self.rows())
-                   if t.startswith("MobileNet:conv_pw_7_relu (layer conv_pw_7_relu"))
+                   if t.startswith("MobileNet:conv_pw_7_relu (layer; 2.1 MB"))
         assert self.rows()[row - 1].startswith("MobileNet (")
         index = model.index(row, 0)
         self.process_events()

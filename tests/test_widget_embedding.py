@@ -54,6 +54,14 @@ class TestDefaults(EmbeddingCase):
         assert widget.alpha_combo.currentText() == "0.25"
         assert widget.model_combo.currentText().startswith("MobileNet (256 features, 2.1 MB")
 
+    def test_backbone_line_is_shown_whole(self):
+        widget = self.create_widget(OWTransferEmbedding)
+        widget.show()
+        self.process_events()
+        combo = widget.model_combo
+        for text in (combo.currentText(), "MobileNet (256 features, 2.1 MB, on this machine)"):
+            assert combo.fontMetrics().horizontalAdvance(text) + 24 < combo.width(), text
+
     def test_mobilenet_keeps_its_default_width_when_chosen_again(self):
         widget = self.create_widget(OWTransferEmbedding)
         names = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]

@@ -232,7 +232,7 @@ class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentW
         backbone = get_backbone(candidate.model)
         alpha = backbone.usable_alpha(self.alpha)
         size = f"{backbone.features(alpha)} features" if candidate.layer == DEFAULT_LAYER \
-            else f"layer {candidate.layer}"
+            else "layer"  # its name is in the label
         return f"{candidate.label} ({size}; {weights_where(backbone, alpha)})"
 
     def _candidate_labels(self) -> list[str]:
@@ -283,6 +283,7 @@ class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentW
         header = self.score_view.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(len(HEADERS) - 1, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(True)
         self.score_view.selectionModel().selectionChanged.connect(self._row_selected)
         self.mainArea.layout().addWidget(self.score_view)
         self.plot = pg.PlotWidget(background="w")

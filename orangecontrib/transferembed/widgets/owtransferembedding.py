@@ -52,6 +52,9 @@ POOLINGS = ("avg", "max")
 #: The default backbone and width: MobileNet 0.25, whose ImageNet weights ship with
 #: the package, so that the first run works offline.
 DEFAULT_MODEL, DEFAULT_ALPHA = "MobileNet", 0.25
+#: The Backbone combo shows this many characters: the default's whole line,
+#: "MobileNet (256 features, 2.1 MB, on this machine)".
+BACKBONE_TEXT_LENGTH = 40
 #: Skip reasons quoted in the warning.
 SHOWN_REASONS = 3
 
@@ -158,7 +161,9 @@ class OWTransferEmbedding(OWWidget, WorkerNewsMixin, RunControlMixin, Concurrent
         self.model_combo = gui.comboBox(
             None, self, "model_index", callback=self._model_changed,
             items=[backbone_text(b, self._width_of(b.name)) for b in BACKBONES.values()],
-            sizeAdjustPolicy=QComboBox.SizeAdjustPolicy.AdjustToContents)
+            sizeAdjustPolicy=QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(BACKBONE_TEXT_LENGTH)
+        self.model_combo.setMaximumContentsLength(BACKBONE_TEXT_LENGTH)  # Orange caps at 25
         self.alpha_combo = QComboBox()
         self.alpha_combo.activated.connect(self._alpha_changed)
         self.layer_combo = QComboBox(minimumContentsLength=18, sizeAdjustPolicy=(

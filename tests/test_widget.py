@@ -63,6 +63,27 @@ def drawn_items(drawn: Path, per_class: int) -> list[tuple[str, str]]:
             for name in sorted(os.listdir(drawn / "images" / cls))[:per_class]]
 
 
+def listen(widget) -> list[tuple]:
+    """The partial results that the widget's next task sends (its handler is connected
+    when the task starts), collected as the widget handles them."""
+    heard = []
+    original = widget.on_partial_result
+
+    def seen(message):
+        heard.append(message)
+        original(message)
+
+    widget.on_partial_result = seen
+    return heard
+
+
+def assert_run_stopped(widget, state) -> None:
+    """The run of ``state`` was told to stop, and the widget waits for Apply."""
+    assert state.is_interruption_requested()
+    assert widget.task is None and not widget.cancel_button.isEnabled()
+    assert widget.apply_box.button.isEnabled()
+
+
 class WidgetCase(base.WidgetTest):
     settings = RANDOM
 
@@ -98,14 +119,7 @@ class TestOnDrawnImages(WidgetCase):
         assert self.widget.status_label.text().startswith("24 embedded, 0 skipped")
 
     def test_count_of_images_is_shown_before_the_embedding(self):
-        found = []
-        original = self.widget.on_partial_result
-
-        def seen(message):
-            found.append(message)
-            original(message)
-
-        self.widget.on_partial_result = seen  # connected when the task starts
+        found = listen(self.widget)
         self.widget.folder_path, self.widget.source = str(self.drawn / "images"), "folder"
         self.widget.commit.now()
         self.wait_until_finished(timeout=TIMEOUT_MS)

@@ -17,7 +17,7 @@ from Orange.widgets.model.owknn import OWKNNLearner
 from Orange.widgets.tests import base
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
-from test_widget import MOBILENET_025, import_images_table
+from test_widget import MOBILENET_025, assert_run_stopped, import_images_table, listen
 
 from orangecontrib.transferembed.cli.demo import make_demo_images, make_demo_npy
 from orangecontrib.transferembed.widgets.learner import OrangeLearnerClassifier
@@ -231,9 +231,7 @@ class TestRunning(CompareCase):
         state = self.start()
         self.widget.weights_index = 0
         self.widget.settings_changed()  # what the Weights combo calls
-        assert state.is_interruption_requested()
-        assert self.widget.task is None and not self.widget.cancel_button.isEnabled()
-        assert self.widget.apply_box.button.isEnabled()
+        assert_run_stopped(self.widget, state)
 
     def test_ticking_a_candidate_cancels_the_run(self):
         state = self.start()
@@ -277,14 +275,7 @@ class TestRunning(CompareCase):
         assert not widget.Information.stage.is_shown()
 
     def test_stages_are_told_while_comparing(self):
-        heard = []
-        original = self.widget.on_partial_result
-
-        def seen(message):
-            heard.append(message)
-            original(message)
-
-        self.widget.on_partial_result = seen
+        heard = listen(self.widget)
         self.send_signal(self.widget.Inputs.images, self.table())
         self.wait()
         stages = [m[1] for m in heard if m[0] == "status"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from Orange.widgets.tests import base
-from test_widget import MOBILENET_025, drawn_items, import_images_table
+from test_widget import MOBILENET_025, assert_run_stopped, drawn_items, import_images_table, listen
 
 from orangecontrib.transferembed.cli.demo import make_demo_images
 from orangecontrib.transferembed.models.registry import get_backbone
@@ -124,9 +124,7 @@ class TestRunning(EmbeddingCase):
         self.widget.model_index = next(i for i, t in enumerate(names)
                                        if t.startswith("ResNet50 "))
         self.widget._model_changed()  # what the Backbone combo calls
-        assert state.is_interruption_requested()
-        assert self.widget.task is None and not self.widget.cancel_button.isEnabled()
-        assert self.widget.apply_box.button.isEnabled()
+        assert_run_stopped(self.widget, state)
 
     def test_a_changed_setting_restarts_with_apply_automatically_on(self):
         state = self.start()
@@ -141,14 +139,7 @@ class TestRunning(EmbeddingCase):
         assert state.is_interruption_requested() and state.future.done()
 
     def test_stages_are_told_and_end_when_the_images_move(self):
-        heard = []
-        original = self.widget.on_partial_result
-
-        def seen(message):
-            heard.append(message)
-            original(message)
-
-        self.widget.on_partial_result = seen
+        heard = listen(self.widget)
         self.widget.batch_size = 4
         self.send_signal(self.widget.Inputs.images, self.table())
         assert len(self.wait()) == 24

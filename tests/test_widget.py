@@ -84,6 +84,18 @@ def assert_run_stopped(widget, state) -> None:
     assert widget.apply_box.button.isEnabled()
 
 
+def cancel_then_tick_apply_automatically(widget, cancel) -> None:
+    """Cancel a run with Apply Automatically on, untick it (Apply stays usable, as the
+    message says) and tick it again: a run starts."""
+    cancel()
+    assert widget.Information.cancelled.is_shown()
+    checkbox, button = widget.apply_box.checkbox, widget.apply_box.button
+    checkbox.click()
+    assert not widget.auto_apply and button.isEnabled()
+    checkbox.click()
+    assert widget.task is not None
+
+
 class WidgetCase(base.WidgetTest):
     settings = RANDOM
 

@@ -17,7 +17,13 @@ from Orange.widgets.model.owknn import OWKNNLearner
 from Orange.widgets.tests import base
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
-from test_widget import MOBILENET_025, assert_run_stopped, import_images_table, listen
+from test_widget import (
+    MOBILENET_025,
+    assert_run_stopped,
+    cancel_then_tick_apply_automatically,
+    import_images_table,
+    listen,
+)
 
 from orangecontrib.transferembed.cli.demo import make_demo_images, make_demo_npy
 from orangecontrib.transferembed.widgets.learner import OrangeLearnerClassifier
@@ -248,13 +254,7 @@ class TestRunning(CompareCase):
         self.widget.auto_apply = True
         self.widget.apply_box.checkbox.setChecked(True)
         self.start()
-        self.widget.cancel_comparing()
-        assert self.widget.Information.cancelled.is_shown()
-        checkbox, button = self.widget.apply_box.checkbox, self.widget.apply_box.button
-        checkbox.click()  # off: Apply stays usable
-        assert not self.widget.auto_apply and button.isEnabled()
-        checkbox.click()  # on again: it runs
-        assert self.widget.task is not None
+        cancel_then_tick_apply_automatically(self.widget, self.widget.cancel_comparing)
         assert self.wait() is not None
 
     def test_one_news_handler_shows_notices_downloads_and_stages(self):

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 from Orange.widgets.tests import base
-from test_widget import MOBILENET_025, assert_run_stopped, drawn_items, import_images_table, listen
+from test_widget import (
+    MOBILENET_025,
+    assert_run_stopped,
+    cancel_then_tick_apply_automatically,
+    drawn_items,
+    import_images_table,
+    listen,
+)
 
 from orangecontrib.transferembed.cli.demo import make_demo_images
 from orangecontrib.transferembed.models.registry import get_backbone
@@ -106,13 +113,7 @@ class TestRunning(EmbeddingCase):
         self.widget.auto_apply = True
         self.widget.apply_box.checkbox.setChecked(True)
         self.start()
-        self.widget.cancel_embedding()
-        assert self.widget.Information.cancelled.is_shown()
-        checkbox, button = self.widget.apply_box.checkbox, self.widget.apply_box.button
-        checkbox.click()  # off: Apply stays usable, as the message says
-        assert not self.widget.auto_apply and button.isEnabled()
-        checkbox.click()  # on: it embeds again
-        assert self.widget.task is not None
+        cancel_then_tick_apply_automatically(self.widget, self.widget.cancel_embedding)
         assert len(self.wait()) == 24
 
     def test_a_changed_setting_cancels_the_run_with_apply_automatically_off(self):

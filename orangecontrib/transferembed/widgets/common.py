@@ -156,6 +156,7 @@ class SourceRequest:
     data: Table | None = None  #: the input table the source comes from
     missing: str | None = None  #: what to choose, in words
     no_image_column: bool = False  #: the input table has no column of image paths
+    unused_input: str | None = None  #: the source used instead of the input table, in words
 
 
 def labelled_table_source(data: Table, column: Variable) -> Source:
@@ -283,7 +284,6 @@ class ImageSourceMixin:
     def source_request(self, labelled: bool = False) -> SourceRequest:
         """What the worker calls (with ``is_cancelled``) to build the source, or what is
         missing. ``labelled``: only a table's rows that have a class, labelled by it."""
-        self.Information.input_unused.clear()
         if self.source == "table":
             data = self.data
             if data is None or not len(data):
@@ -293,21 +293,23 @@ class ImageSourceMixin:
             if labelled and data.domain.class_var is not None:
                 data = data[~np.isnan(data.get_column(data.domain.class_var))]
             return SourceRequest(partial(_table_source, data, self.image_column), data)
-        if self.data is not None:
-            self.Information.input_unused(SOURCE_NAMES[SOURCES.index(self.source)].lower())
+        unused = SOURCE_NAMES[SOURCES.index(self.source)].lower() \
+            if self.data is not None else None
         paths = {"folder": (self.folder_path, "an image folder"),
                  "csv": (self.csv_path, "a CSV file of label,path rows"),
                  "npy": (self.npy_data_path, "a npy file of images")}
         path, what = paths[self.source]
         if not path:
-            return SourceRequest(missing=f"Choose {what}.")
+            return SourceRequest(missing=f"Choose {what}.", unused_input=unused)
         labels = self.resolve_path(self.npy_labels_path) if self.npy_labels_path else None
         shape = (self.npy_height, self.npy_width, self.npy_channels)
         return SourceRequest(partial(_open, self.source, self.resolve_path(path), labels,
-                                     shape))
+                                     shape), unused_input=unused)
 
     def show_source_problem(self, request: SourceRequest) -> None:
-        """Say what the Images panel lacks (nothing if it lacks nothing)."""
+        """Say what the Images panel lacks (nothing if it lacks nothing), and whether
+        the input table goes unused."""
+        self.Information.input_unused(request.unused_input, shown=bool(request.unused_input))
         if request.no_image_column:
             self.Error.no_image_column()
         elif request.missing:
@@ -384,14 +386,13 @@ class RunControlMixin:
         if self.task is not None:
             self.cancel()
             self.run_ended()
-            self.status_label.setText("Settings changed.")
+            self.status_label.setText("Settings changed: press Apply.")
         self.commit.deferred()
 
 
 RESIZE_LABELS = {"crop": "Centre crop", "stretch": "Stretch (as the original)"}
 PRECISION_LABELS = {"fp32": "Exact", "int8": "Fast (int8)"}
-PRECISION_COST = {
-    "fp32": "The reference features (fp32).",
+PRECISION_COST = {  # exact (fp32) needs no word
     "int8": "A quantized model (converted once per backbone): features within a few percent "
             "of exact, and the same on every run. {speed}",
 }
@@ -437,7 +438,7 @@ class EmbeddingOptionsMixin:
 
         speed = INT8_SPEED[int8_pays_off()] if self.precision == "int8" else ""
         self.precision_cost.setText(PRECISION_COST.get(self.precision, "").format(speed=speed))
-        self.precision_cost.setVisible(self.precision != "fp32")  # exact needs no word
+        self.precision_cost.setVisible(self.precision in PRECISION_COST)
 
 
 class LayerLister:

@@ -369,6 +369,19 @@ class TestLearner(CompareCase):
         scores = self.wait()
         assert "logistic regression" in scores.get_column("learner")[0]
 
+    def test_a_regression_learner_is_refused_in_words(self):
+        from Orange.regression import LinearRegressionLearner
+
+        self.send_signal(self.widget.Inputs.learner, LinearRegressionLearner())
+        self.send_signal(self.widget.Inputs.images, self.table())
+        assert self.widget.task is None
+        message = str(self.widget.Error.learner)
+        assert "linear regression cannot score" in message and "classifier" in message
+        assert self.get_output(self.widget.Outputs.scores) is None
+        self.send_signal(self.widget.Inputs.learner, None)
+        assert not self.widget.Error.learner.is_shown() and self.widget.task is not None
+        self.wait()
+
     def test_learner_input_is_named_as_in_test_and_score(self):
         assert OWCompareBackbones.Inputs.learner.name == "Learner"
         self.send_signal(self.widget.Inputs.learner, LogisticRegressionLearner())

@@ -58,3 +58,10 @@ def learner_name(learner: Learner | None) -> str:
     if learner is None:
         return DEFAULT_SCORER
     return getattr(learner, "name", "") or type(learner).__name__
+
+
+def why_not_a_classifier(learner: Learner) -> str | None:
+    """Why ``learner`` cannot learn classes from features (a regression learner, say),
+    in its own words; None if it can."""
+    domain = Domain([ContinuousVariable("n0")], DiscreteVariable("Class", values=("a", "b")))
+    return learner.incompatibility_reason(domain)

@@ -59,7 +59,11 @@ from orangecontrib.transferembed.widgets.common import (
     gui_message,
     weights_where,
 )
-from orangecontrib.transferembed.widgets.learner import OrangeLearnerClassifier, learner_name
+from orangecontrib.transferembed.widgets.learner import (
+    OrangeLearnerClassifier,
+    learner_name,
+    why_not_a_classifier,
+)
 from orangecontrib.transferembed.widgets.news import TaskHooks, WorkerNewsMixin
 from orangecontrib.transferembed.widgets.table import embeddings_table
 
@@ -150,6 +154,8 @@ class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentW
         source = Msg("{}")
         settings = Msg("{}")
         failed = Msg("Comparing failed: {}")
+        learner = Msg("{} cannot score: {} Connect a classifier, such as Neural Network "
+                      "or kNN.")
 
     class Warning(WorkerNewsMixin.Warning):
         failed_candidates = Msg("{}")
@@ -399,6 +405,11 @@ class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentW
             self._show(None)
             return
         learner = self.learner
+        problem = None if learner is None else why_not_a_classifier(learner)
+        if problem:
+            self.Error.learner(learner_name(learner), problem)
+            self._show(None)
+            return
         if learner is not None and not takes_learners():
             self.Warning.learner_unused()
             learner = None

@@ -285,7 +285,7 @@ def test_demo_prints_no_tensorflow_chatter(tmp_path):
     assert (tmp_path / "demo" / "demo.csv").is_file()
     assert (tmp_path / "demo" / "demo_images.npy").is_file()
     # it says what it is doing while TensorFlow loads, and the bar moves batch by batch
-    assert "Loading TensorFlow ..." in proc.stderr
+    assert "Loading TensorFlow and MobileNet" in proc.stderr
     states = proc.stderr.replace("\r", "\n")
     assert all(f"| {n}/24 [" in states for n in (8, 16, 24)), states
     rates = [float(v) if unit == "it/s" else 1 / float(v)

@@ -207,7 +207,7 @@ class TestCompareBackbonesWidget(base.WidgetTest):
         ca = scores.get_column("CA")
         assert np.all((ca >= 0) & (ca <= 1)) and ca[0] >= ca[1]
         assert self.widget.score_model.rowCount() == 2
-        assert len(self.widget.plot.getPlotItem().items) == 2  # the bars and their spread
+        assert len(self.widget.plot.getPlotItem().items) == 4  # bars, spread, 2 values
         first = self.get_output(self.widget.Outputs.embeddings)
         other_row = 1 - [self.widget.score_model.item(r, 0).text() for r in range(2)].index(
             self.widget.selected or scores.get_column("candidate")[0])
@@ -228,7 +228,8 @@ class TestCompareBackbonesWidget(base.WidgetTest):
                  for r in range(self.widget.candidate_model.rowCount())]
         assert any(t.startswith("MobileNet (256 features;") for t in texts)
         assert any(t.startswith("VGG16 (4096 features; 553.5 MB to download)") for t in texts)
-        assert texts[-1].startswith("MobileNet:conv_pw_11_relu (layer conv_pw_11_relu")
+        mobilenet = next(i for i, t in enumerate(texts) if t.startswith("MobileNet ("))
+        assert texts[mobilenet + 1].startswith("MobileNet:conv_pw_11_relu (layer; 2.1 MB")
 
     def test_nothing_checked(self):
         self.widget.checked = []

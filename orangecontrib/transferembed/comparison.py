@@ -175,7 +175,7 @@ def candidate_config(candidate: Candidate, settings: dict) -> EmbedConfig:
     ``alpha`` for the backbones that take it)."""
     backbone = get_backbone(candidate.model)
     alpha = float(settings.get("alpha", 1.0))
-    settings = {**settings, "alpha": alpha if alpha in backbone.alphas() else 1.0}
+    settings = {**settings, "alpha": backbone.usable_alpha(alpha)}
     return EmbedConfig(model=backbone.name, layer=candidate.layer, **settings)
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 import time
 
-from ..models import tfimport
 from ..pipeline.engine import Hooks
 
 
 class Reporter:
     """Bars for the embedding and a weights download, and one line per stage or notice
-    (loading TensorFlow among them). The bar's rate counts from the run's start."""
+    (loading TensorFlow and the model among them). The bar's rate counts from the run's start."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -20,11 +19,9 @@ class Reporter:
 
     def __enter__(self) -> Reporter:
         self.started = time.time()
-        tfimport.announce_loading(self.status)
         return self
 
     def __exit__(self, *exc) -> None:
-        tfimport.announce_loading(None)
         for bar in (self.download, self.bar):
             if bar is not None:
                 bar.close()

@@ -129,6 +129,10 @@ class Backbone:
             f"{self.name} takes alpha in {', '.join(f'{a:g}' for a in self.alphas())}; "
             f"got {alpha:g}")
 
+    def usable_alpha(self, alpha: float) -> float:
+        """``alpha`` if this backbone takes it, else 1.0 (a width set for another backbone)."""
+        return float(alpha) if float(alpha) in self.alphas() else 1.0
+
     def features(self, alpha: float = 1.0) -> int:
         """The number of default features for width multiplier ``alpha``."""
         return self.variant(alpha).features

@@ -28,8 +28,6 @@ from pathlib import Path
 _lock = threading.Lock()
 _imported = False
 _verbose = False
-_announce = None  #: told when TensorFlow starts loading: a face's status line
-LOADING = "Loading TensorFlow"
 
 #: Lines of TensorFlow's start-up that say nothing wrong.
 CHATTER = re.compile("|".join([
@@ -44,12 +42,6 @@ CHATTER = re.compile("|".join([
     r"^Estimated count of arithmetic ops",
     r"rebuild TensorFlow with the appropriate compiler flags",
 ]))
-
-
-def announce_loading(callback) -> None:
-    """Have ``callback(text)`` hear when TensorFlow starts loading (None: no one)."""
-    global _announce
-    _announce = callback
 
 
 def set_verbose(verbose: bool) -> None:
@@ -118,8 +110,6 @@ def import_tensorflow() -> None:
     with _lock:
         if _imported:
             return
-        if _announce is not None:
-            _announce(LOADING)
         quiet_environment()
         with filtered_stderr(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

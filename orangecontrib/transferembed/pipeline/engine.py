@@ -13,6 +13,7 @@ Orange's ``TaskState`` offers and what tqdm needs.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -73,11 +74,20 @@ class Inference:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if self.runtime is None:
             config = self.config
+            if self.hooks.status is not None:
+                self.hooks.status(loading_text(config.model))
             weights = resolve_weights(config.backbone, config.weights, config.alpha,
                                       self.hooks.download)
             self.runtime = choice.load(config, weights, self.hooks.status,
                                          self.hooks.is_cancelled)
         return self.runtime(batch)
+
+
+def loading_text(model: str) -> str:
+    """The stage before the first batch: TensorFlow (once per process) and the model."""
+    if "tensorflow" in sys.modules:
+        return f"Loading {model}"
+    return f"Loading TensorFlow and {model} (a few seconds, once)"
 
 
 class Sink:

@@ -1,29 +1,39 @@
-"""What Transfer Embedding and Compare Backbones share: the Images panel (its
-settings and controls), path rows with recent paths, the worker's hooks, and
-how an error becomes a message in the GUI's words. No widget lives here.
+"""The parts Transfer Embedding and Compare Backbones share. No widget lives here.
 
-Nothing here imports TensorFlow.
+- the Images panel (:class:`ImageSourceMixin`): where the images come from, its
+  settings and controls, rows of recent paths (:class:`PathRow`), and what the
+  worker builds from them (:class:`SourceRequest`, labelled from a table's class);
+- the Options panel (:class:`EmbeddingOptionsMixin`): batch size, resize,
+  precision and the cache;
+- Apply, Apply Automatically and Cancel (:class:`RunControlMixin`): a change of
+  setting or Cancel stops a run whose result is no longer wanted;
+- text for backbones and their weights (:func:`backbone_text`, :func:`weights_where`),
+  an error in the GUI's words (:func:`gui_message`), the source's summary;
+- :class:`LayerLister`, which lists a backbone's layers in the background.
+
+The worker's news (stages, notices, downloads) are :mod:`.news`'s. Nothing here
+imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 from AnyQt.QtCore import Qt
-from AnyQt.QtWidgets import QComboBox, QFileDialog, QStackedWidget
-from Orange.data import Table
+from AnyQt.QtWidgets import QComboBox, QFileDialog, QStackedWidget, QStyle
+from Orange.data import Table, Variable
 from Orange.widgets import gui
 from Orange.widgets.settings import ContextSetting, Setting
 from Orange.widgets.utils.concurrent import TaskState
 from Orange.widgets.utils.itemmodels import VariableListModel
+from Orange.widgets.widget import Msg, OWWidget
 
-from orangecontrib.transferembed.errors import EmbeddingCancelled
 from orangecontrib.transferembed.models.registry import Backbone
 from orangecontrib.transferembed.models.weights import find_imagenet_file
-from orangecontrib.transferembed.pipeline.engine import Hooks
 from orangecontrib.transferembed.pipeline.sources import Source, open_source
 from orangecontrib.transferembed.widgets.table import image_columns, table_source
 from orangecontrib.transferembed.writers import label_texts
@@ -55,16 +65,23 @@ class Choice:
         setattr(widget, self.setting, self.choices[index])
 
 
+def weights_where(backbone: Backbone, alpha: float) -> str:
+    """Whether the ImageNet weights at width ``alpha`` are on this machine:
+    ``2.1 MB, on this machine`` or ``17.2 MB to download``."""
+    alpha = backbone.usable_alpha(alpha)
+    here = find_imagenet_file(backbone, alpha) is not None
+    return f"{backbone.download_size(alpha):g} MB" + (", on this machine" if here
+                                                     else " to download")
+
+
 def backbone_text(backbone: Backbone, alpha: float = 1.0) -> str:
     """A backbone as the combo box shows it, at width ``alpha``; a foundation encoder
-    with its family, and marked where its preset is on this machine."""
-    alpha = alpha if alpha in backbone.alphas() else 1.0
+    with its family. Each says whether its weights are on this machine."""
     if backbone.foundation:
-        here = ", here" if find_imagenet_file(backbone) is not None else ""
         return f"{backbone.name} · {backbone.family} foundation encoder " \
-               f"({backbone.features()} features, ≈{backbone.download_mb:.0f} MB{here})"
-    return f"{backbone.name} ({backbone.features(alpha)} features, " \
-           f"{backbone.download_size(alpha):g} MB)"
+               f"({backbone.features()} features, ≈{weights_where(backbone, 1.0)})"
+    return f"{backbone.name} ({backbone.features(backbone.usable_alpha(alpha))} features, " \
+           f"{weights_where(backbone, alpha)})"
 
 
 def weights_text(backbone: Backbone, alpha: float) -> str:
@@ -91,42 +108,6 @@ def source_summary(source: Source) -> str:
         return count
     classes = {text for text in label_texts(source.labels) if text}
     return f"{count} in {len(classes)} class{'es' * (len(classes) != 1)}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-class TaskHooks(Hooks):
-    """The engine's hooks on an Orange ``TaskState``: percent, time left in the
-    status line, and stages, notices and downloads as partial results."""
-
-    def __init__(self, state: TaskState):
-        super().__init__(progress=self._progress, is_cancelled=state.is_interruption_requested,
-                         download=self._download,
-                         status=lambda text: state.set_partial_result(("status", text)),
-                         notice=lambda text: state.set_partial_result(("notice", text)))
-        self.state = state
-        self.started: float | None = None
-
-    def _progress(self, done: int, total: int) -> None:
-        self.state.set_progress_value(100 * done / max(total, 1))
-        now = time.monotonic()
-        if self.started is None or done == 0:
-            self.started = now
-            return
-        left = (now - self.started) / done * (total - done)
-        self.state.set_status(f"{done} of {total} images; about {_duration(left)} left"
-                              if done < total else "")
-
-    def _download(self, done: int, total: int) -> None:
-        if self.state.is_interruption_requested():
-            raise EmbeddingCancelled()
-        self.state.set_partial_result(("download", done, total))
 
 
 class PathRow:
@@ -175,12 +156,46 @@ class PathRow:
         self.chosen(self.attr, path)
 
 
+@dataclass
+class SourceRequest:
+    """What the Images panel asks the worker to build, or why it cannot."""
+
+    make: Callable[[Callable[[], bool]], Source] | None = None  #: called with is_cancelled
+    data: Table | None = None  #: the input table the source comes from
+    missing: str | None = None  #: what to choose, in words
+    no_image_column: bool = False  #: the input table has no column of image paths
+    unused_input: str | None = None  #: the source used instead of the input table, in words
+
+
+def labelled_table_source(data: Table, column: Variable) -> Source:
+    """The images named in ``column``, labelled by the table's class (its values as
+    text; ``""`` where missing), as Import Images' ``category`` is."""
+    source = table_source(data, column)
+    class_var = data.domain.class_var
+    if class_var is not None and class_var.is_discrete:
+        codes = data.get_column(class_var)
+        source.labels = np.array(["" if np.isnan(code) else class_var.values[int(code)]
+                                  for code in codes])
+    return source
+
+
 class ImageSourceMixin:
     """The Images box: where the images come from, as settings and controls.
 
     A widget calls :meth:`setup_source_box`, :meth:`set_source_data` from its
-    input handler, and :meth:`source_maker` to get what its worker builds.
+    input handler, and :meth:`source_request` to get what its worker builds
+    (and :meth:`show_source_problem` to say what is missing). A table on the
+    input replaces a file source only where none was chosen.
     """
+
+    class Error(OWWidget.Error):
+        no_image_column = Msg("The input data has no column with image paths "
+                              "(a text or categorical column, best marked type=image).")
+
+    class Information(OWWidget.Information):
+        choose_source = Msg("{}")
+        input_unused = Msg("The input data is not used: the images come from the {} "
+                           "chosen under From. Choose From: Input data to use it.")
 
     source = Setting("table")
     folder_path = Setting("", schema_only=True)
@@ -247,47 +262,66 @@ class ImageSourceMixin:
     def _path_chosen(self, attr: str, _path: str) -> None:
         for row in self.path_rows.values():
             row.fill()  # the npy rows share one list of recent files
-        self.source = {"folder_path": "folder", "csv_path": "csv"}.get(attr, "npy")
-        self._show_source_page()
+        self.set_source_kind({"folder_path": "folder", "csv_path": "csv"}.get(attr, "npy"))
         self._on_source_change()
 
+    def set_source_kind(self, kind: str) -> None:
+        """Take images from ``kind`` (one of :data:`SOURCES`): the From combo and the
+        page below it follow."""
+        self.source_index = SOURCES.index(kind)
+        self._show_source_page()
+
+    def _file_source_chosen(self) -> bool:
+        return {"folder": self.folder_path, "csv": self.csv_path,
+                "npy": self.npy_data_path}.get(self.source, "") != ""
+
     def set_source_data(self, data: Table | None) -> None:
-        """The input table: its image columns (the chosen one kept per domain), and the
-        source switched to it."""
+        """The input table: its image columns (the chosen one kept per domain). The
+        source switches to it unless a folder or file was chosen (as a reopened
+        workflow has it): then a message says that the input is not used."""
         self.closeContext()
         self.data = data
         columns = image_columns(data.domain) if data is not None else []
         self.columns_model[:] = columns
         self.image_column = columns[0] if columns else None
         if data is not None:
-            self.source = "table"
-            self._show_source_page()
+            if not self._file_source_chosen():
+                self.set_source_kind("table")
             self.openContext(data.domain)
 
-    def apply_again(self) -> None:
-        """After a Cancel, let Apply run again, also with Apply Automatically on."""
-        self.apply_box.button.setText("Apply")
-        self.apply_box.button.setEnabled(True)
-
-    def source_maker(self) -> tuple[Callable | None, Table | None, str | None]:
-        """What the worker calls (with ``is_cancelled``) to build the source, the input
-        table it comes from, and otherwise what is missing, in words."""
+    def source_request(self, labelled: bool = False) -> SourceRequest:
+        """What the worker calls (with ``is_cancelled``) to build the source, or what is
+        missing. ``labelled``: only a table's rows that have a class, labelled by it."""
         if self.source == "table":
-            if self.data is None or not len(self.data):
-                return None, None, None
+            data = self.data
+            if data is None or not len(data):
+                return SourceRequest()
             if self.image_column is None:
-                return None, None, "no image column"
-            return (lambda is_cancelled: table_source(self.data, self.image_column)), \
-                self.data, None
+                return SourceRequest(no_image_column=True)
+            if labelled and data.domain.class_var is not None:
+                data = data[~np.isnan(data.get_column(data.domain.class_var))]
+            return SourceRequest(partial(_table_source, data, self.image_column), data)
+        unused = SOURCE_NAMES[SOURCES.index(self.source)].lower() \
+            if self.data is not None else None
         paths = {"folder": (self.folder_path, "an image folder"),
                  "csv": (self.csv_path, "a CSV file of label,path rows"),
                  "npy": (self.npy_data_path, "a npy file of images")}
         path, what = paths[self.source]
         if not path:
-            return None, None, f"Choose {what}."
+            return SourceRequest(missing=f"Choose {what}.", unused_input=unused)
         labels = self.resolve_path(self.npy_labels_path) if self.npy_labels_path else None
         shape = (self.npy_height, self.npy_width, self.npy_channels)
-        return partial(_open, self.source, self.resolve_path(path), labels, shape), None, None
+        return SourceRequest(partial(_open, self.source, self.resolve_path(path), labels,
+                                     shape), unused_input=unused)
+
+    def show_source_problem(self, request: SourceRequest) -> None:
+        """Say what the Images panel lacks (nothing if it lacks nothing), and whether
+        the input table goes unused."""
+        self.Information.input_unused(request.unused_input, shown=bool(request.unused_input))
+        if request.no_image_column:
+            self.Error.no_image_column()
+        elif request.missing:
+            self.Information.choose_source(request.missing)
 
     def resolve_path(self, path: str) -> str:
         """A path as the workflow saved it: a relative one from the workflow's folder
@@ -302,6 +336,10 @@ class ImageSourceMixin:
                 "npy": self.npy_data_path}.get(self.source, "")
 
 
+def _table_source(data: Table, column: Variable, _is_cancelled) -> Source:
+    return labelled_table_source(data, column)
+
+
 def _open(kind: str, path: str, labels, shape, is_cancelled) -> Source:
     return open_source(kind, path, labels, shape, is_cancelled=is_cancelled)
 
@@ -313,10 +351,56 @@ def build_source(make_source: Callable, state: TaskState) -> Source:
     return source
 
 
+class RunControlMixin:
+    """Apply, Apply Automatically and Cancel. Cancel is enabled only while a run is
+    under way. A run that is no longer wanted (Cancel, a changed setting, the widget
+    removed) is cancelled at once, so that the engine stops its work, a model's
+    conversion included. A widget has ``auto_apply``, a deferred ``commit``,
+    ``status_label`` and ``Information.cancelled``, and ends its runs with
+    :meth:`run_ended`."""
+
+    def setup_run_buttons(self, cancel: Callable[[], None]) -> None:
+        """Cancel (calling ``cancel``, which calls :meth:`cancel_run`) and Apply."""
+        self.cancel_button = gui.button(self.buttonsArea, self, "Cancel", callback=cancel,
+                                        autoDefault=False)
+        self.cancel_button.setIcon(
+            self.style().standardIcon(QStyle.StandardPixmap.SP_DialogCancelButton))
+        self.cancel_button.setEnabled(False)
+        self.apply_box = gui.auto_apply(self.buttonsArea, self, "auto_apply")
+
+    def start_run(self, task: Callable, *args) -> None:
+        self.cancel_button.setEnabled(True)
+        self.start(task, *args)
+
+    def run_ended(self) -> None:
+        """The run finished, failed or was cancelled."""
+        self.cancel_button.setEnabled(False)
+        self.end_news()
+
+    def cancel_run(self) -> None:
+        """The Cancel button: stop the run; Apply (or ticking Apply Automatically)
+        runs it again."""
+        self.cancel()
+        self.run_ended()
+        self.Information.cancelled()
+        self.status_label.setText("Cancelled.")
+        self.commit.dirty = True
+        self.apply_box.button.setText("Apply")
+        self.apply_box.button.setEnabled(True)
+
+    def settings_changed(self) -> None:
+        """A setting changed: a run under way would give what is no longer asked for,
+        so it stops now, also when Apply Automatically is off."""
+        if self.task is not None:
+            self.cancel()
+            self.run_ended()
+            self.status_label.setText("Settings changed: press Apply.")
+        self.commit.deferred()
+
+
 RESIZE_LABELS = {"crop": "Centre crop", "stretch": "Stretch (as the original)"}
 PRECISION_LABELS = {"fp32": "Exact", "int8": "Fast (int8)"}
-PRECISION_COST = {
-    "fp32": "The reference features (fp32).",
+PRECISION_COST = {  # exact (fp32) needs no word
     "int8": "A quantized model (converted once per backbone): features within a few percent "
             "of exact, and the same on every run. {speed}",
 }
@@ -362,6 +446,7 @@ class EmbeddingOptionsMixin:
 
         speed = INT8_SPEED[int8_pays_off()] if self.precision == "int8" else ""
         self.precision_cost.setText(PRECISION_COST.get(self.precision, "").format(speed=speed))
+        self.precision_cost.setVisible(self.precision in PRECISION_COST)
 
 
 class LayerLister:

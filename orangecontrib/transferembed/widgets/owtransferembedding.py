@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from AnyQt.QtCore import Qt
-from AnyQt.QtWidgets import QComboBox, QGridLayout, QLabel, QStyle
+from AnyQt.QtWidgets import QComboBox, QGridLayout, QLabel
 from Orange.data import Table
 from Orange.widgets import gui
 from Orange.widgets.settings import DomainContextHandler, Setting
@@ -36,17 +36,24 @@ from orangecontrib.transferembed.widgets.common import (
     ImageSourceMixin,
     LayerLister,
     PathRow,
-    TaskHooks,
+    RunControlMixin,
     backbone_text,
     build_source,
     gui_message,
     weights_text,
 )
+from orangecontrib.transferembed.widgets.news import TaskHooks, WorkerNewsMixin
 from orangecontrib.transferembed.widgets.table import embeddings_table, skipped_table
 
 log = logging.getLogger(__name__)
 WEIGHTS = ("imagenet", "none", "file")
 INPUT_SIZES = ("default", "native")
+#: The default backbone and width: MobileNet 0.25, whose ImageNet weights ship with
+#: the package, so that the first run works offline.
+DEFAULT_MODEL, DEFAULT_ALPHA = "MobileNet", 0.25
+#: The Backbone combo shows this many characters: the default's whole line,
+#: "MobileNet (256 features, 2.1 MB, on this machine)".
+BACKBONE_TEXT_LENGTH = 40
 #: Skip reasons quoted in the warning.
 SHOWN_REASONS = 3
 
@@ -75,8 +82,8 @@ def run(make_source: Callable, config: EmbedConfig, data: Table | None,
                    result.notices)
 
 
-class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
-                          EmbeddingOptionsMixin):
+class OWTransferEmbedding(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentWidgetMixin,
+                          ImageSourceMixin, EmbeddingOptionsMixin):
     name = "Transfer Embedding"
     description = "Embed images with an ImageNet-pretrained CNN from keras.applications."
     icon = "icons/transfer-embedding.svg"
@@ -87,7 +94,8 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
 
     want_main_area = False
     resizing_enabled = False
-    settings_version = 2
+    settings_version = 3
+    doing = "embedding"
     settingsHandler = DomainContextHandler()
 
     class Inputs:
@@ -97,26 +105,20 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
         embeddings = Output("Embeddings", Table, default=True)
         skipped_images = Output("Skipped Images", Table)
 
-    class Error(OWWidget.Error):
-        no_image_column = Msg("The input data has no column with image paths "
-                              "(a text or categorical column, best marked type=image).")
+    class Error(ImageSourceMixin.Error):
         source = Msg("{}")
         weights_unavailable = Msg("{}")
         settings = Msg("{}")
         failed = Msg("Embedding failed: {}")
 
-    class Warning(OWWidget.Warning):
+    class Warning(WorkerNewsMixin.Warning):
         images_skipped = Msg("{} of {} images skipped: {}")
-        notices = Msg("{}")
 
-    class Information(OWWidget.Information):
-        downloading = Msg("Downloading weights... {}")
-        stage = Msg("{}")
-        choose_source = Msg("{}")
+    class Information(WorkerNewsMixin.Information, ImageSourceMixin.Information):
         cancelled = Msg("Cancelled. Press Apply to embed again.")
 
-    model_name = Setting("MobileNet")
-    alpha = Setting(1.0)
+    model_name = Setting(DEFAULT_MODEL)
+    alpha = Setting(DEFAULT_ALPHA)
     widths: dict = Setting({})  #: backbone -> the width last used with it
     layer = Setting(DEFAULT_LAYER)
     layers: dict = Setting({})  #: backbone -> the layer last used with it
@@ -139,17 +141,12 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
             self.model_name = get_backbone(self.model_name).name  # as a script may spell it
         self._shown_model = self.model_name
         self.layer_lister = LayerLister(self._layers_listed)
-        self.setup_source_box(self._settings_changed)
+        self.setup_source_box(self.settings_changed)
         self._setup_model_box()
-        self.setup_options_box(self._settings_changed, self._input_size_row)
+        self.setup_options_box(self.settings_changed, self._input_size_row)
         self.status_label = gui.widgetLabel(self.controlArea, "Nothing embedded yet.")
         self.status_label.setWordWrap(True)
-        self.cancel_button = gui.button(
-            self.buttonsArea, self, "Cancel", callback=self.cancel_embedding, autoDefault=False)
-        self.cancel_button.setIcon(
-            self.style().standardIcon(QStyle.StandardPixmap.SP_DialogCancelButton))
-        self.cancel_button.setEnabled(False)
-        self.apply_box = gui.auto_apply(self.buttonsArea, self, "auto_apply")
+        self.setup_run_buttons(self.cancel_embedding)
         self._update_model_controls()
         if self.source != "table":  # a workflow's own source: embed on opening
             self.commit.now()
@@ -162,8 +159,10 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
         gui.widgetBox(box, orientation=grid)
         self.model_combo = gui.comboBox(
             None, self, "model_index", callback=self._model_changed,
-            items=[backbone_text(b, self.widths.get(b.name, 1.0)) for b in BACKBONES.values()],
-            sizeAdjustPolicy=QComboBox.SizeAdjustPolicy.AdjustToContents)
+            items=[backbone_text(b, self._width_of(b.name)) for b in BACKBONES.values()],
+            sizeAdjustPolicy=QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(BACKBONE_TEXT_LENGTH)
+        self.model_combo.setMaximumContentsLength(BACKBONE_TEXT_LENGTH)  # Orange caps at 25
         self.alpha_combo = QComboBox()
         self.alpha_combo.activated.connect(self._alpha_changed)
         self.layer_combo = QComboBox(minimumContentsLength=18, sizeAdjustPolicy=(
@@ -176,7 +175,7 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
         layer_row.layout().addWidget(self.layer_combo)
         layer_row.layout().addWidget(self.list_layers_button)
         self.pooling_combo = gui.comboBox(None, self, "pooling_index", items=["Average", "Maximum"],
-                                          callback=self._settings_changed)
+                                          callback=self.settings_changed)
         self.weights_combo = gui.comboBox(
             None, self, "weights_index", items=["ImageNet", "None (random)", "File…"],
             callback=self._weights_changed)
@@ -196,11 +195,16 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
         grid.addWidget(self.model_info, len(rows), 0, 1, 2)
         grid.addWidget(self.weights_info, len(rows) + 1, 0, 1, 2)
 
+    def _width_of(self, model: str) -> float:
+        """The width last used with ``model`` (MobileNet's default is 0.25)."""
+        default = DEFAULT_ALPHA if model == DEFAULT_MODEL else 1.0
+        return get_backbone(model).usable_alpha(self.widths.get(model, default))
+
     def _input_size_row(self, box):
         self.input_size_combo = gui.comboBox(
             box, self, "input_size_index", label="Input size:",
             orientation=Qt.Orientation.Horizontal,
-            items=["Backbone's default", "Image's own size"], callback=self._settings_changed)
+            items=["Backbone's default", "Image's own size"], callback=self.settings_changed)
 
     def _update_model_controls(self):
         """The width, layer, pooling and weights controls for the chosen backbone."""
@@ -210,13 +214,14 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
             self.model_info.setText("")
             self.alpha_combo.clear()
             return
-        alphas = backbone.alphas()
-        alpha = float(self.alpha) if float(self.alpha) in alphas else 1.0
+        alphas, alpha = backbone.alphas(), backbone.usable_alpha(self.alpha)
         self.alpha_combo.clear()
         self.alpha_combo.addItems([f"{a:g}" for a in alphas])
         self.alpha_combo.setCurrentIndex(alphas.index(alpha))
         self.alpha_combo.setEnabled(backbone.has_alpha)
-        self.model_combo.setItemText(self.model_index, backbone_text(backbone, alpha))
+        for index, other in enumerate(BACKBONES.values()):  # the weights may be here now
+            self.model_combo.setItemText(index, backbone_text(
+                other, alpha if other is backbone else self._width_of(other.name)))
         self._fill_layer_combo(backbone.name, alpha)
         features = f"{backbone.features(alpha)} features ({backbone.feature_description})" \
             if self.layer == DEFAULT_LAYER else f"features of layer {self.layer}"
@@ -248,18 +253,16 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
         old = self._shown_model
         self.widths[old], self.layers[old] = float(self.alpha), self.layer
         backbone = get_backbone(self.model_name)
-        self.alpha = self.widths.get(backbone.name, 1.0)
-        if self.alpha not in backbone.alphas():
-            self.alpha = 1.0
+        self.alpha = self._width_of(backbone.name)
         self.layer = self.layers.get(backbone.name, DEFAULT_LAYER)
         self._shown_model = backbone.name
         self._update_model_controls()
-        self._settings_changed()
+        self.settings_changed()
 
     def _alpha_changed(self, index: int):
         self.alpha = get_backbone(self.model_name).alphas()[index]
         self._update_model_controls()
-        self._settings_changed()
+        self.settings_changed()
 
     def _list_layers(self):
         self.list_layers_button.setEnabled(False)
@@ -278,19 +281,16 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
     def _layer_chosen(self, index: int):
         self.layer = self._layer_names[index]
         self._update_model_controls()
-        self._settings_changed()
+        self.settings_changed()
 
     def _weights_changed(self):
         self._update_model_controls()
-        self._settings_changed()
+        self.settings_changed()
 
     def _weights_file_chosen(self, _attr: str, _path: str):
         self.weights = "file"
         self._update_model_controls()
-        self._settings_changed()
-
-    def _settings_changed(self):
-        self.commit.deferred()
+        self.settings_changed()
 
     @Inputs.images
     def set_data(self, data: Table | None):
@@ -313,7 +313,7 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
         own = backbone.foundation and self.layer == DEFAULT_LAYER
         return EmbedConfig(
             model=backbone.name, weights=weights,
-            alpha=float(self.alpha) if float(self.alpha) in backbone.alphas() else 1.0,
+            alpha=backbone.usable_alpha(self.alpha),
             input_size=NATIVE if native else None, resize=self.resize_policy,
             batch_size=self.batch_size, layer=self.layer,
             pooling=None if own else self.pooling, precision=self.precision,
@@ -322,8 +322,8 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
     @gui.deferred
     def commit(self):
         self.cancel()
+        self.run_ended()
         self.clear_messages()
-        self.cancel_button.setEnabled(False)
         self.apply_box.button.setText("Apply Automatically" if self.auto_apply else "Apply")
         self._show_precision_cost()
         try:
@@ -331,50 +331,22 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
         except TransferEmbedError as exc:
             self._show_error(exc)
             config = None
-        maker, data, missing = self.source_maker()
-        if missing == "no image column":
-            self.Error.no_image_column()
-        elif missing:
-            self.Information.choose_source(missing)
-        if config is None or maker is None:
+        request = self.source_request()
+        self.show_source_problem(request)
+        if config is None or request.make is None:
             self._send(None, None)
             self.status_label.setText("Nothing embedded.")
             return
         self.status_label.setText("Embedding...")
-        self.cancel_button.setEnabled(True)
-        self.start(run, maker, config, data)
+        self.start_run(run, request.make, config, request.data)
 
     def cancel_embedding(self):
         """The Cancel button: stop the running embedding (within a second)."""
-        self.cancel()
-        self.cancel_button.setEnabled(False)
-        self.Information.downloading.clear()
-        self.Information.stage.clear()
-        self.Information.cancelled()
-        self.status_label.setText("Cancelled.")
+        self.cancel_run()
         self._send(None, None)
-        self.apply_again()
-
-    def on_partial_result(self, message: tuple):
-        """News from the worker: the images found, a stage, a notice, a download."""
-        kind, *values = message
-        if kind == "found":
-            self.status_label.setText(f"{values[0]}; embedding...")
-        elif kind == "status":
-            self.Information.stage(values[0])
-        elif kind == "notice":
-            self.Warning.notices(values[0])
-        elif kind == "download":
-            done, total = values
-            mb = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
-            self.Information.downloading(mb)
-            if total:
-                self.progressBarSet(100 * done / total)
 
     def on_done(self, outcome: Outcome):
-        self.cancel_button.setEnabled(False)
-        self.Information.downloading.clear()
-        self.Information.stage.clear()
+        self.run_ended()
         self._send(outcome.embeddings, outcome.skipped)
         total = outcome.n_embedded + outcome.n_skipped
         status = f"{outcome.n_embedded} embedded, {outcome.n_skipped} skipped"
@@ -390,9 +362,7 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
         self._update_model_controls()  # the weights may be on this machine now
 
     def on_exception(self, ex: Exception):
-        self.cancel_button.setEnabled(False)
-        self.Information.downloading.clear()
-        self.Information.stage.clear()
+        self.run_ended()
         self._send(None, None)
         self.status_label.setText("Nothing embedded.")
         self._show_error(ex)
@@ -438,7 +408,11 @@ class OWTransferEmbedding(OWWidget, ConcurrentWidgetMixin, ImageSourceMixin,
     @classmethod
     def migrate_settings(cls, settings: dict, version: int | None):
         """Version 2: the setting ``resize`` (which hid ``QWidget.resize``, breaking
-        reopened workflows) is ``resize_policy``; widths are kept per backbone."""
+        reopened workflows) is ``resize_policy``; widths are kept per backbone.
+        Version 3: the default width is 0.25 (MobileNet 0.25 ships with the package);
+        settings saved without a width keep the width they meant, 1."""
+        if version is None or version < 3:
+            settings.setdefault("alpha", 1.0)
         if version is None or version < 2:
             if "resize" in settings:
                 settings["resize_policy"] = settings.pop("resize")

@@ -488,3 +488,17 @@ def test_killed_worker_and_deleted_key_job_completes_identically(store, weights,
     assert np.array_equal(result.indices, local.indices)
     assert result.skipped[-1].reason == "not found"
     assert result.skipped[-1].item == f"{PREFIX}/deleted.jpg"
+
+
+def test_cluster_ships_a_preset_folder_to_empty_homes(store, cluster, tmp_path):
+    """A foundation encoder's weights are a keras-hub preset folder: its files go to each
+    worker under the folder's hash, and the workers give the driver's result."""
+    pytest.importorskip("keras_hub")
+    from test_foundation import _save_dinov2
+
+    preset = _save_dinov2(tmp_path / "dinov2_small")
+    settings = {**SETTINGS, "model": "dinov2_small", "weights": str(preset),
+                "input_size": None, "alpha": 1.0}
+    local = embed(store["local"], **settings)
+    assert_same(embed(PREFIX, client=cluster.address, **settings), local)
+    assert worker_files(cluster, "shipped/*/config.json")

@@ -97,6 +97,19 @@ def test_preset_folder_through_the_cli_is_keras_hubs_class_token(
     assert _close(keras, expected, 1e-5)
 
 
+def test_a_preset_folder_is_recorded_by_its_digest(dinov2_preset, photos, tmp_path):
+    """A preset folder as weights (a folder, not a file) is named in the output's
+    provenance by the hash of its files."""
+    from Orange.data import Table
+
+    assert main(["--folder", str(photos), "-tm", "dinov2_small", "-weights",
+                 str(dinov2_preset), "--no-cache", "-to-tab", "-dir", str(tmp_path),
+                 "-n", "tab", "-q"]) == 0
+    table = Table(str(tmp_path / "tab.tab"))
+    assert table.attributes["weights"].startswith("preset-sha256:")
+    assert table.attributes["backbone"] == "dinov2_small"
+
+
 def test_patch_mean_and_blocks(dinov2_preset, photos):
     """``--pooling avg``: the mean of the patch tokens; ``--layer blockK``: block K's
     tokens through the final layer norm."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import SettingsError
 from .models.registry import POOLINGS as POOLINGS  # the choices, for the faces
 from .models.registry import Backbone, get_backbone
-from .models.weights import default_input_size, file_digest, normalize_weights, weights_identity
+from .models.weights import default_input_size, normalize_weights, weights_identity
 from .pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
 from .pipeline.sources import DEFAULT_MAX_IMAGE_BYTES
 
@@ -128,12 +128,11 @@ class EmbedConfig:
         """What made the features, as text, for a table's attributes: backbone, width,
         layer, pooling, weights (``imagenet``, ``random`` or the file's sha256), input
         size, resize, runtime and precision (those that ran, once a job resolved them)."""
-        if self.weights is None:
-            weights = "random"
-        elif self.weights == "imagenet":
-            weights = "imagenet"
-        else:
-            weights = "sha256:" + file_digest(Path(self.weights), "sha256")
+        if self.weights in (None, "imagenet"):
+            weights = "random" if self.weights is None else "imagenet"
+        else:  # a file's sha256, or a preset folder's (over its files' names and hashes)
+            kind, digest = weights_identity(self.backbone, self.weights, self.alpha).split(":")
+            weights = f"{'sha256' if kind == 'file' else 'preset-sha256'}:{digest}"
         return {"backbone": self.model, "width": f"{self.alpha:g}", "layer": self.layer,
                 "pooling": self.pooling, "weights": weights,
                 "input_size": str(self.input_size), "resize": self.resize,

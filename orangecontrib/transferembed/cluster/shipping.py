@@ -13,6 +13,8 @@ file's sha256 and keeps it in its own folders, once per process:
   cache folder instead;
 - a user's weights file in the worker's cache folder, under its hash (the
   job's weights identity is that hash, so cache keys stay the driver's);
+- a keras-hub preset folder's files likewise, in a folder named by the hash of
+  them all (the identity of a preset folder);
 - a converted model in the worker's own store of converted models.
 
 The worker then runs exactly the driver's model, bit for bit.
@@ -28,7 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import EmbedConfig
-from ..models.weights import file_digest, keras_models_dir, resolve_weights
+from ..models.weights import (
+    file_digest,
+    folder_digest,
+    keras_models_dir,
+    preset_files,
+    resolve_weights,
+)
 from ..runtimes import store
 from ..runtimes.base import converted_key
 
@@ -42,8 +50,8 @@ class ShipmentError(Exception):
 
 @dataclass(frozen=True)
 class ShippedFile:
-    kind: str  #: "imagenet", "weights" (a user's file) or "converted"
-    name: str  #: the file name (ImageNet: Keras' name; converted: its key)
+    kind: str  #: "imagenet", "weights" (a user's file), "preset" or "converted"
+    name: str  #: the file name (ImageNet: Keras' name; preset: folder/file; converted: key)
     sha256: str
     data: bytes = field(repr=False)
 
@@ -68,7 +76,12 @@ def pack(config: EmbedConfig, download=None) -> Shipment:
     """The files that ``config`` (resolved and prepared) needs, from this machine."""
     files = []
     weights = resolve_weights(config.backbone, config.weights, config.alpha, download)
-    if weights is not None:
+    if weights is not None and Path(weights).is_dir():  # a keras-hub preset
+        folder = Path(weights)
+        digest = folder_digest(folder)
+        files += [_packed("preset", f"{digest}/{path.name}", path)
+                  for path in preset_files(folder)]
+    elif weights is not None:
         kind = "imagenet" if config.weights == "imagenet" else "weights"
         files.append(_packed(kind, Path(weights).name, Path(weights)))
     if config.runtime != "keras":
@@ -111,6 +124,11 @@ def _install(shipped: ShippedFile, config: EmbedConfig) -> str | None:
             _write(target, shipped.data)
         if file_digest(target, "sha256") == shipped.sha256:
             return None  # found by resolve_weights, under the job's own identity
+    if shipped.kind == "preset":  # every file of the folder lands in one folder
+        target = config.cache_folder / FOLDER / shipped.name
+        if not target.is_file() or file_digest(target, "sha256") != shipped.sha256:
+            _write(target, shipped.data)
+        return str(target.parent)
     target = config.cache_folder / FOLDER / shipped.sha256 / shipped.name
     if not target.is_file() or file_digest(target, "sha256") != shipped.sha256:
         _write(target, shipped.data)

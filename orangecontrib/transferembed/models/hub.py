@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 
-from ..errors import SettingsError, WeightsUnavailableError
+from ..errors import WeightsUnavailableError
 from .registry import Architecture, Backbone
 from .tfimport import import_tensorflow
 from .weights import RANDOM_SEED
@@ -44,12 +44,7 @@ def build(backbone: Backbone, input_size: int, weights_path: str | None,
     """``(model, preprocess)``: the Keras model from preprocessed pixels to features,
     and the function from 0..255 RGB pixels to its input (the image converter's
     scale and offset)."""
-    keras_hub = _keras_hub()
-    if layer != "default" and layer not in layer_names(backbone):
-        raise SettingsError(
-            f"{backbone.name} has no layer {layer!r}; its layers are block1 to "
-            f"block{backbone.architecture.num_layers} (transformer blocks)",
-            f"{backbone.name} has no layer {layer!r}; choose one from the Layer list")
+    keras_hub = _keras_hub()  # ``layer`` was checked before any work (layers.check_layer)
     state = random.getstate()
     random.seed(RANDOM_SEED)  # unseeded initializers draw from Python's random
     try:

@@ -92,6 +92,8 @@ def check_layer(backbone: Backbone, alpha: float, layer: str,
         return
     close = difflib.get_close_matches(layer, names, n=1)
     hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else "."
+    if backbone.foundation:
+        hint = f"; its layers are {names[0]} to {names[-1]} (transformer blocks){hint}"
     raise SettingsError(
         f"{backbone.name} has no layer {layer!r} that gives features{hint} See "
         f"transferembed --list-layers {backbone.name}"

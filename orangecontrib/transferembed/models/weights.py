@@ -470,10 +470,15 @@ def default_input_size(backbone: Backbone, weights: str | None) -> int:
         return backbone.input_size
 
 
+def preset_files(folder: Path) -> list[Path]:
+    """The files of a preset folder that make its model: its JSON and HDF5 files."""
+    return [path for path in sorted(folder.iterdir())
+            if path.is_file() and path.suffix in (".json", ".h5")]
+
+
 def folder_digest(folder: Path) -> str:
     """A hash of a preset folder's files (their names and contents)."""
     digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix in (".json", ".h5"):
-            digest.update(f"{path.name}:{file_digest(path, 'sha256')}\n".encode())
+    for path in preset_files(folder):
+        digest.update(f"{path.name}:{file_digest(path, 'sha256')}\n".encode())
     return digest.hexdigest()

@@ -111,3 +111,15 @@ def test_embed_checks_the_layer_before_reading(tmp_path):
     with pytest.raises(SettingsError, match="no layer 'nope'"):
         embed(np.zeros((2, 32, 32, 3), np.uint8), "MobileNet", alpha=0.25, layer="nope",
               weights=None, cache=False)
+
+
+def test_layer_lists_are_kept_in_the_cache_folder_the_caller_names(tmp_path, monkeypatch):
+    from orangecontrib.transferembed import list_layers
+
+    default = tmp_path / "default"
+    monkeypatch.setenv("TRANSFEREMBED_CACHE_DIR", str(default))
+    named = tmp_path / "named"
+    names = [layer.name for layer in list_layers("MobileNet", 0.5, cache=named)]
+    assert "conv_pw_11_relu" in names
+    assert list((named / "layers").glob("*.json"))
+    assert not default.exists() or not any(default.rglob("*.json"))

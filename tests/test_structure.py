@@ -122,3 +122,22 @@ def test_no_module_imports_another_modules_private_names():
                 for alias in node.names
                 if alias.name.startswith("_") and not alias.name.startswith("__")]
     assert not reaching, reaching
+
+
+#: The wings from the bottom up: a module imports only its own rank or those below.
+RANKS = [("errors",), ("models",), ("config",), ("runtimes",), ("pipeline",), ("writers",),
+         ("cluster",), ("jobs", "comparison"),
+         ("api", "cli", "widgets", "__init__", "__main__", "tutorials")]
+
+
+def rank(name: str) -> int:
+    wing = name[len(ROOT) + 1:].split(".")[0] if name != ROOT else "__init__"
+    return next(i for i, wings in enumerate(RANKS) if wing in wings)
+
+
+def test_arrows_run_down_only():
+    """Faces -> jobs -> cluster -> writers -> pipeline -> runtimes -> config -> models
+    -> errors, counting imports inside functions."""
+    upward = [f"{name} -> {target}" for name, targets in graph().items()
+              for target in targets if rank(target) > rank(name)]
+    assert not upward, upward

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import os
 
-from .config import DEFAULT_LAYER, DEFAULT_MEMORY_LIMIT, EmbedConfig
-from .jobs import check, run_job
+from .config import (
+    DEFAULT_LAYER,
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_RESIZE,
+    EmbedConfig,
+)
+from .jobs import check, layers, run_job
 from .models.weights import ByteProgress
 from .pipeline.engine import Hooks, IsCancelled, Notice, Progress
-from .pipeline.images import DEFAULT_RESIZE
 from .pipeline.results import EmbeddingResult
-from .pipeline.sources import DEFAULT_MAX_IMAGE_BYTES, as_source
+from .pipeline.sources import as_source
 
 
 def embed(source, model: str = "MobileNet", *, labels=None,
@@ -81,12 +86,10 @@ def validate(model: str = "MobileNet", **settings) -> EmbedConfig:
     return check(EmbedConfig(model=model, **settings))
 
 
-def list_layers(model: str, alpha: float = 1.0):
+def list_layers(model: str, alpha: float = 1.0, cache: bool | str | os.PathLike = True):
     """The layers of a backbone that can give features (imports TensorFlow the first
-    time; the list is then kept in the cache folder)."""
-    from .jobs import layers
-
-    return layers(model, alpha)
+    time; the list is then kept in the cache folder, ``cache`` as :func:`embed` takes it)."""
+    return layers(model, alpha, cache)
 
 
 def compare(source, candidates, *, labels=None, shape: tuple[int, int, int] | None = None,

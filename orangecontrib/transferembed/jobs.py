@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .config import EmbedConfig, default_cache_dir
+from .config import EmbedConfig, cache_folder
 from .pipeline import engine
 from .pipeline.engine import Hooks
 from .pipeline.results import EmbeddingResult
@@ -30,12 +30,13 @@ def check(config: EmbedConfig) -> EmbedConfig:
     return config
 
 
-def layers(model: str, alpha: float = 1.0):
-    """The layers of a backbone that can give features, kept once listed."""
+def layers(model: str, alpha: float = 1.0, cache: bool | str | os.PathLike = True):
+    """The layers of a backbone that can give features, kept once listed in the folder
+    of caches that ``cache`` names (as :attr:`EmbedConfig.cache` does)."""
     from .models.layers import known_layers
     from .models.registry import get_backbone
 
-    return known_layers(get_backbone(model), alpha, default_cache_dir() / LAYERS_FOLDER)
+    return known_layers(get_backbone(model), alpha, cache_folder(cache) / LAYERS_FOLDER)
 
 
 def run_job(source: Source, config: EmbedConfig, hooks: Hooks | None = None, *,

@@ -9,16 +9,18 @@ import tempfile
 from pathlib import Path
 
 from ..config import (
+    DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MEMORY_LIMIT,
+    DEFAULT_RESIZE,
     NATIVE,
     POOLINGS,
     PRECISIONS,
+    RESIZE_POLICIES,
     RUNTIMES,
     parse_memory,
 )
 from ..errors import SettingsError, SourceError
-from ..pipeline.images import DEFAULT_RESIZE, RESIZE_POLICIES
-from ..pipeline.sources import DEFAULT_MAX_IMAGE_BYTES, open_source
+from ..pipeline.sources import open_source
 
 PROG = "transferembed"
 EXIT_USAGE = 2

@@ -67,15 +67,17 @@ def known_layers(backbone: Backbone, alpha: float = 1.0,
     from .builders import list_layers
 
     key = _key(backbone, alpha)
-    with _lock:
-        if key in _known:
-            return _known[key]
     path = None if folder is None else Path(folder) / f"{key}.json"
-    layers = _read(path) if path is not None and path.is_file() else None
+    kept = path is not None and path.is_file()
+    with _lock:
+        layers = _known.get(key)
+    if layers is None and kept:
+        layers = _read(path)
+        kept = layers is not None
     if layers is None:
         layers = list_layers(backbone, alpha)
-        if path is not None:
-            _write(path, layers)
+    if path is not None and not kept:
+        _write(path, layers)
     with _lock:
         _known[key] = layers
     return layers

@@ -12,14 +12,9 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..config import DEFAULT_RESIZE, RESIZE_POLICIES
 from ..errors import ImageError
 
-#: Resize policies: crop the largest centred box of the input's aspect ratio,
-#: then resize (the default: how ImageNet models are evaluated, and on the
-#: hymenoptera photos it gave 2-5 points more accuracy than stretching), or
-#: stretch the whole image to the input (as the original tool did).
-RESIZE_POLICIES = ("crop", "stretch")
-DEFAULT_RESIZE = "crop"
 _RESAMPLE = Image.Resampling.BILINEAR  # antialiased when downscaling
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 #: Pixels of one image at most when Pillow's own limit is switched off

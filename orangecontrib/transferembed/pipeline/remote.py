@@ -24,11 +24,11 @@ import time
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+from ..config import DEFAULT_MAX_IMAGE_BYTES, MAX_CSV_BYTES, size_text
 from ..errors import ImageError, SourceError
 
 CLOUD_HINT = 'pip install "Orange3-TransferEmbed[cloud]"'
 #: The most bytes read for one item, by default (a bigger object is skipped).
-MAX_BYTES = 256 << 20
 #: Tries of one read, and the first wait between them (doubled each time).
 ATTEMPTS = 5
 BACKOFF_S = 0.2
@@ -141,7 +141,8 @@ def retrying(call: Callable[[], object], attempts: int = ATTEMPTS, backoff: floa
     raise AssertionError("unreachable")
 
 
-def read_bytes(url: str, limit: int = MAX_BYTES, attempts: int = ATTEMPTS) -> bytes:
+def read_bytes(url: str, limit: int = DEFAULT_MAX_IMAGE_BYTES,
+               attempts: int = ATTEMPTS) -> bytes:
     """The bytes of the object at ``url``, at most ``limit`` of them; an
     :class:`ImageError` with the reason where it cannot be read. A machine without
     the URL's back-end (a cluster's worker) fails the job with one
@@ -158,15 +159,14 @@ def read_bytes(url: str, limit: int = MAX_BYTES, attempts: int = ATTEMPTS) -> by
     except Exception as exc:
         raise ImageError(f"cannot read: {reason(exc)}") from None
     if len(data) > limit:
-        shown = f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit} bytes"
-        raise ImageError(f"larger than {shown}; not read")
+        raise ImageError(f"larger than {size_text(limit)}; not read")
     return data
 
 
 def read_text(url: str, what: str = "file") -> str:
     """A small text file at ``url`` (a CSV), or one clear message."""
     try:
-        data = read_bytes(url)
+        data = read_bytes(url, MAX_CSV_BYTES)
     except ImageError as exc:
         raise SourceError(f"{what} {display(url)}: {exc}") from None
     try:

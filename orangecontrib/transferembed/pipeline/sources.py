@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import DEFAULT_MAX_IMAGE_BYTES, MAX_CSV_BYTES, size_text
 from ..errors import ImageError, SourceError, check_cancelled
 from . import images, remote
 
@@ -27,10 +28,6 @@ IMAGE_EXTENSIONS = frozenset(
 #: Items between two looks at ``is_cancelled`` while a source is built.
 CHECK_EVERY = 2000
 IsCancelled = Callable[[], bool]
-#: Bytes read of one image at most, by default: above any real photo.
-DEFAULT_MAX_IMAGE_BYTES = 256 << 20
-#: Bytes read of a CSV list at most.
-MAX_CSV_BYTES = 1 << 30
 _NOT_FILES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
               (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
               (stat.S_ISBLK, "a block device"))
@@ -192,6 +189,29 @@ def printable(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+class FileRefused(ImageError):
+    """A path that is not read: ``reason`` as an image's, and ``as_input`` the same
+    for an input file, a template of ``{what}`` (the kind of file) and ``{path}``."""
+
+    def __init__(self, reason: str, as_input: str | None = None):
+        super().__init__(reason)
+        self.as_input = as_input or "{what} {path}: " + _literal(reason)
+
+    def for_input(self, what: str, path) -> str:
+        return self.as_input.format(what=what, path=path)
+
+
+def _literal(text: str) -> str:
+    """``text`` that ``str.format`` leaves as it is."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _unreadable(exc: OSError) -> FileRefused:
+    detail = str(exc.strerror or exc)
+    return FileRefused(f"cannot read file: {detail}",
+                       "cannot read {what} {path}: " + _literal(detail))
+
+
 def read_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> bytes:
     """The bytes of a regular file (a symbolic link's target), at most ``max_bytes``.
 
@@ -211,28 +231,32 @@ def read_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES)
     except NotADirectoryError:
         raise ImageError("file not found") from None
     except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+        raise _unreadable(exc) from None
     try:
         info = os.fstat(fd)
         _check_regular(info, max_bytes)
         data = _read_at_most(fd, info.st_size, max_bytes)
     except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}") from None
+        raise _unreadable(exc) from None
     finally:
         os.close(fd)
     if len(data) > max_bytes:
-        raise ImageError(f"file grew past the limit of {_size(max_bytes)} for one image "
-                         f"while it was read")
+        grew = f"file grew past the limit of {size_text(max_bytes)}"
+        raise FileRefused(f"{grew} for one image while it was read",
+                          "{what} {path}: " + f"{grew} while it was read")
     return data
 
 
 def _check_regular(info: os.stat_result, max_bytes: int) -> None:
     kind = next((name for is_kind, name in _NOT_FILES if is_kind(info.st_mode)), None)
     if kind is not None or not stat.S_ISREG(info.st_mode):
-        raise ImageError(f"is {kind or 'not a regular file'}, not an image file")
+        kind = kind or "not a regular file"
+        raise FileRefused(f"is {kind}, not an image file", "{what} {path} " + f"is {kind}, "
+                          "not a file")
     if info.st_size > max_bytes:
-        raise ImageError(f"file is {_size(info.st_size)} ({info.st_size} bytes), more than "
-                         f"the limit of {_size(max_bytes)} for one image")
+        size = (f"file is {size_text(info.st_size)} ({info.st_size} bytes), more than the "
+                f"limit of {size_text(max_bytes)}")
+        raise FileRefused(f"{size} for one image", "{what} {path}: " + size)
 
 
 def _read_at_most(fd: int, expected: int, max_bytes: int) -> bytes:
@@ -247,10 +271,6 @@ def _read_at_most(fd: int, expected: int, max_bytes: int) -> bytes:
         total += len(chunk)
         want = min(1 << 20, max_bytes + 1 - total)
     return b"".join(parts)
-
-
-def _size(count: int) -> str:
-    return f"{count / (1 << 20):.0f} MB" if count >= 1 << 20 else f"{count} bytes"
 
 
 def _data_scale(data: np.ndarray, chunk_bytes: int = 64 << 20) -> float | None:
@@ -308,7 +328,7 @@ def read_input(path: Path, what: str, max_bytes: int) -> bytes:
     try:
         return read_file(path, max_bytes)
     except ImageError as exc:
-        raise _input_error(path, what, str(exc)) from None
+        raise _input_error(path, what, exc) from None
 
 
 def check_regular_file(path: str | os.PathLike, what: str) -> None:
@@ -318,17 +338,15 @@ def check_regular_file(path: str | os.PathLike, what: str) -> None:
     except OSError:
         return  # reported by whoever opens it, in its own words
     except ImageError as exc:
-        raise _input_error(path, what, str(exc)) from None
+        raise _input_error(path, what, exc) from None
 
 
-def _input_error(path, what: str, reason: str) -> SourceError:
+def _input_error(path, what: str, exc: ImageError) -> SourceError:
     if not os.path.lexists(path):
         return SourceError(f"{what} {path} does not exist")
-    if reason.startswith("cannot read file: "):
-        return SourceError(f"cannot read {what} {path}: {reason.split(': ', 1)[1]}")
-    if reason.startswith("is "):
-        return SourceError(f"{what} {path} {reason.replace('an image file', 'a file')}")
-    return SourceError(f"{what} {path}: {reason.replace(' for one image', '')}")
+    if isinstance(exc, FileRefused):
+        return SourceError(exc.for_input(what, path))
+    return SourceError(f"{what} {path}: {exc}")
 
 
 def load_npy(path: str | os.PathLike, what: str = "data") -> np.ndarray:

@@ -472,9 +472,9 @@ class LayerLister:
         if (model, alpha) in self._known:
             self.done(model, alpha, self._known[(model, alpha)], None)
             return
-        from orangecontrib.transferembed.api import list_layers
+        from orangecontrib.transferembed.jobs import layers
 
-        watcher = self._watcher_class(self._executor.submit(list_layers, model, alpha))
+        watcher = self._watcher_class(self._executor.submit(layers, model, alpha))
         watcher.done.connect(lambda future: self._finished(model, alpha, future, watcher))
         self._watchers.append(watcher)
 

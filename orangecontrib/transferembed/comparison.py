@@ -231,9 +231,8 @@ def compare(source: Source, candidates: list[Candidate], settings: dict,
         hooks.check_cancelled()
         if hooks.status is not None:
             hooks.status(f"Embedding with {candidate.label} ({k + 1} of {count})")
-        step = Hooks(lambda done, _total, k=k: hooks.report(k * total + done, count * total),
-                     hooks.is_cancelled, hooks.download, hooks.status, hooks.notice,
-                     hooks.notices)
+        step = hooks.with_progress(
+            lambda done, _total, k=k: hooks.report(k * total + done, count * total))
         scores.append(score_candidate(source, settings, candidate, folds, step, client,
                                       estimator))
     hooks.report(count * total, count * total)

@@ -118,7 +118,8 @@ def list_models() -> None:
         print(f"{backbone.name:<20}{size:>9}{backbone.input_size:>7}"
               f"{backbone.min_input_size:>6}{backbone.download_mb:>8.1f}MB  "
               f"{backbone.feature_description}")
-    print("*a: times the width multiplier --alpha (MobileNet: 0.25, 0.5, 0.75, 1.0)")
+    widths = ", ".join(f"{a:g}" for a in get_backbone("MobileNet").alphas())
+    print(f"*a: times the width multiplier --alpha (MobileNet: {widths})")
     list_foundation_models()
 
 

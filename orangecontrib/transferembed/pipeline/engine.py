@@ -51,6 +51,10 @@ class Hooks:
     def check_cancelled(self) -> None:
         check_cancelled(self.is_cancelled)
 
+    def with_progress(self, progress: Progress | None) -> Hooks:
+        """These hooks for a part of the work: its own progress and notices kept."""
+        return Hooks(progress, self.is_cancelled, self.download, self.status, self.notice)
+
     def report(self, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress(done, total)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import EmbedConfig
-from ..errors import EmbeddingCancelled
+from ..errors import check_cancelled
 from ..models import tfimport
 from . import calibration
 from .base import ConversionFailed
@@ -123,8 +123,7 @@ def _run_child(work: Path, is_cancelled: Callable[[], bool] | None = None) -> in
                 try:
                     return child.wait(POLL_S if is_cancelled is not None else None)
                 except subprocess.TimeoutExpired:
-                    if is_cancelled():
-                        raise EmbeddingCancelled() from None
+                    check_cancelled(is_cancelled)
         finally:  # an interrupted or failed wait must not leave the converter running
             if child.poll() is None:
                 child.kill()

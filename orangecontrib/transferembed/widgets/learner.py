@@ -14,9 +14,7 @@ from Orange.base import Learner
 from Orange.data import ContinuousVariable, DiscreteVariable, Domain, Table
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from orangecontrib.transferembed.comparison import DEFAULT_SCORER
-
-#: Who scores without a learner on the input: comparison's own probe.
+from orangecontrib.transferembed.comparison import scorer_name
 
 
 class OrangeLearnerClassifier(ClassifierMixin, BaseEstimator):
@@ -34,7 +32,7 @@ class OrangeLearnerClassifier(ClassifierMixin, BaseEstimator):
     @property
     def name(self) -> str:
         """The learner's name, which the scores show (``kNN``, ``Neural Network``)."""
-        return learner_name(self.learner)
+        return scorer_name(self.learner)
 
     def fit(self, X, y) -> OrangeLearnerClassifier:
         self.classes_, codes = np.unique(np.asarray(y), return_inverse=True)
@@ -52,13 +50,6 @@ class OrangeLearnerClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-
-def learner_name(learner: Learner | None) -> str:
-    """Who scores: the learner's name as the canvas shows it, or the default probe."""
-    if learner is None:
-        return DEFAULT_SCORER
-    return getattr(learner, "name", "") or type(learner).__name__
 
 
 def why_not_a_classifier(learner: Learner) -> str | None:

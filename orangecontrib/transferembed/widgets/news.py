@@ -15,7 +15,7 @@ from AnyQt.QtCore import QTimer
 from Orange.widgets.utils.concurrent import TaskState
 from Orange.widgets.widget import Msg, OWWidget
 
-from orangecontrib.transferembed.errors import EmbeddingCancelled
+from orangecontrib.transferembed.errors import check_cancelled
 from orangecontrib.transferembed.pipeline.engine import Hooks
 
 #: A stage that lasts longer than this shows its seconds, counting.
@@ -62,8 +62,7 @@ class TaskHooks(Hooks):
                               if done < total else "")
 
     def _download(self, done: int, total: int) -> None:
-        if self.state.is_interruption_requested():
-            raise EmbeddingCancelled()
+        check_cancelled(self.state.is_interruption_requested)
         self.state.set_partial_result(("download", done, total))
 
 

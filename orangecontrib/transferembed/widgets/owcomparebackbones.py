@@ -40,6 +40,7 @@ from orangecontrib.transferembed.comparison import (
     best,
     compare,
     ranked,
+    scorer_name,
 )
 from orangecontrib.transferembed.config import DEFAULT_LAYER
 from orangecontrib.transferembed.errors import (
@@ -60,14 +61,13 @@ from orangecontrib.transferembed.widgets.common import (
 )
 from orangecontrib.transferembed.widgets.learner import (
     OrangeLearnerClassifier,
-    learner_name,
     why_not_a_classifier,
 )
 from orangecontrib.transferembed.widgets.news import TaskHooks, WorkerNewsMixin
 from orangecontrib.transferembed.widgets.table import embeddings_table
 
 WEIGHTS = ("imagenet", "none")
-ALPHAS = (0.25, 0.5, 0.75, 1.0)
+ALPHAS = get_backbone("MobileNet").alphas()  #: the widths a backbone may take
 HEADERS = ("Candidate", "Features", "CA", "AUC", "F1", "Time (s)", "Note")
 #: The default candidates run offline: MobileNet 0.25 (its weights ship with the
 #: package) and two of its middle layers.
@@ -93,7 +93,7 @@ def run(make_source: Callable, candidates: list[Candidate], settings: dict, fold
     source = build_source(make_source, state)
     extra = {} if learner is None else {"estimator": OrangeLearnerClassifier(learner)}
     scores = compare(source, candidates, settings, folds, TaskHooks(state), **extra)
-    outcome = CompareOutcome(scores, {}, learner_name(learner))
+    outcome = CompareOutcome(scores, {}, scorer_name(learner))
     for score in scores:
         label = score.candidate.label
         if score.result is not None and len(score.result):
@@ -294,7 +294,7 @@ class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentW
         self._show_scorer()
 
     def _show_scorer(self):
-        self.scorer_label.setText(f"Scored by {learner_name(self.learner)}, "
+        self.scorer_label.setText(f"Scored by {scorer_name(self.learner)}, "
                                   f"{self.folds}-fold cross-validation.")
 
     # --- reacting to the user and the input --------------------------------------------
@@ -399,7 +399,7 @@ class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentW
         learner = self.learner
         problem = None if learner is None else why_not_a_classifier(learner)
         if problem:
-            self.Error.learner(learner_name(learner), problem)
+            self.Error.learner(scorer_name(learner), problem)
             self._show(None)
             return
         self.status_label.setText(f"Comparing {len(candidates)} candidates...")
@@ -512,7 +512,7 @@ class OWCompareBackbones(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentW
         self.report_items((("Images", self.source_description()),
                            ("Candidates", ", ".join(c.label for c in self._candidates())),
                            ("Weights", self.weights), ("Folds", self.folds),
-                           ("Scored by", learner_name(self.learner)),
+                           ("Scored by", scorer_name(self.learner)),
                            ("Result", self.status_label.text())))
         if self.outcome is not None:
             self.report_table("Scores", self.score_view)

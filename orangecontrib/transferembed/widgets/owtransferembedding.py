@@ -85,12 +85,13 @@ def run(make_source: Callable, config: EmbedConfig, data: Table | None,
 class OWTransferEmbedding(OWWidget, WorkerNewsMixin, RunControlMixin, ConcurrentWidgetMixin,
                           ImageSourceMixin, EmbeddingOptionsMixin):
     name = "Transfer Embedding"
-    description = "Embed images with an ImageNet-pretrained CNN from keras.applications."
+    description = ("Embed images with a pretrained network: an ImageNet CNN from "
+                   "keras.applications, or a DINOv2, SigLIP or CLIP encoder from keras-hub.")
     icon = "icons/transfer-embedding.svg"
     priority = 10
     category = "Transfer Embed"
     keywords = ("image embedding, transfer learning, cnn, deep learning, keras, imagenet, "
-                "features, mobilenet, resnet, vgg")
+                "features, mobilenet, resnet, vgg, dinov2, siglip, clip, foundation model")
 
     want_main_area = False
     resizing_enabled = False
@@ -307,7 +308,8 @@ class OWTransferEmbedding(OWWidget, WorkerNewsMixin, RunControlMixin, Concurrent
         if self.weights == "file" and not self.weights_path:
             raise WeightsUnavailableError("Choose a weights file under Weights › File…, or "
                                           "use ImageNet or random weights.")
-        weights = {"imagenet": "imagenet", "none": None}.get(self.weights, self.weights_path)
+        weights = {"imagenet": "imagenet", "none": None}.get(
+            self.weights, self.resolve_path(self.weights_path))
         native = self.input_size == "native" and backbone.pooled and not backbone.fixed_input
         # a foundation encoder's own feature (DINOv2's class token); Pooling: for its blocks
         own = backbone.foundation and self.layer == DEFAULT_LAYER

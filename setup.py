@@ -76,7 +76,9 @@ EXTRAS_REQUIRE = {
     "foundation": FOUNDATION_REQUIRE,
     "test": ["pytest>=7", "PyQt6>=6.5", "ruff>=0.6,<1", "build", "setuptools>=61", "wheel",
              "markdown>=3", *DOC_REQUIRE, *DASK_REQUIRE, *OPENVINO_REQUIRE, *FOUNDATION_REQUIRE,
-             "fsspec>=2024.2", "s3fs>=2024.2", "moto[server]>=5"],
+             "fsspec>=2024.2", "s3fs>=2024.2", "moto[server]>=5",
+             # the real Import Images widget feeds both widgets in their tests
+             "orange3-imageanalytics>=0.12"],
     "doc": DOC_REQUIRE,
 }
 

@@ -427,8 +427,8 @@ class TestExampleWorkflow(CompareCase):
         assert len(scores) == 3 and list(scores.get_column("note")) == [""] * 3
 
     def test_import_images_output_is_scored(self):
-        owimageimport = pytest.importorskip(
-            "orangecontrib.imageanalytics.widgets.owimageimport")
+        from orangecontrib.imageanalytics.widgets import owimageimport  # the test extra
+
         folder, _ = self.workflow()
         importer = self.create_widget(owimageimport.OWImportImages)
         importer.setCurrentPath(str(folder / "shapes"))
